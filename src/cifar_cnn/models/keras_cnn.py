@@ -1,0 +1,35 @@
+"""The classic Keras-tutorial CIFAR-10 CNN (keras/examples/cifar10_cnn.py), in PyTorch.
+
+    Conv(32) Conv(32) MaxPool Dropout(.25)
+    Conv(64) Conv(64) MaxPool Dropout(.25)
+    Flatten Dense(512) Dropout(.5) Dense(10) [softmax]
+
+Like the tutorial, the second conv of each block has no padding ("valid"). The softmax is folded
+into the loss (cross-entropy on logits is categorical cross-entropy on softmax outputs, but
+numerically stable); `predict` applies it.
+"""
+
+from torch import nn
+
+from cifar_cnn.models.registry import ModelConfig, register_model
+
+
+@register_model(
+    ModelConfig(
+        name="keras_cnn",
+        description="Keras-tutorial CNN: 2x(conv-conv-pool-dropout) 32/64 filters, dense 512, 1.25M params",
+        default_recipe="keras_cnn",
+    )
+)
+def keras_cnn(num_classes: int = 10) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 32, 3), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Dropout(0.25),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 64, 3), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Dropout(0.25),
+        nn.Flatten(),
+        nn.Linear(64 * 6 * 6, 512), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(512, num_classes),
+    )  # fmt: skip

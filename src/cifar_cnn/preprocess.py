@@ -1,0 +1,62 @@
+"""The one preprocessing path shared by training, evaluation and prediction.
+
+uint8 images (N, 32, 32, 3) -> float tensors (N, 3, 32, 32), normalized with the dataset
+mean/std stored in the model's metadata, in channels_last memory order (faster convolutions
+with oneDNN and cuDNN). Augmentation works on whole batches of tensors: no per-image Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Per-channel statistics of the CIFAR-10 training images (RGB, in [0, 1]).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+INPUT_SIZE = 32
+
+
+def to_tensor(
+    images: np.ndarray | torch.Tensor,
+    mean: Sequence[float] = CIFAR10_MEAN,
+    std: Sequence[float] = CIFAR10_STD,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> normalized float (N, 3, H, W), channels_last."""
+    x = torch.as_tensor(images)
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected uint8 images of shape (N, H, W, 3), got {tuple(x.shape)} {x.dtype}")
+    x = x.permute(0, 3, 1, 2).float().div_(255)
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    x = (x - m) / s
+    return x.to(dtype).contiguous(memory_format=torch.channels_last)
+
+
+def batch_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror a random half of the batch left-right."""
+    mask = torch.rand(len(images), generator=generator, device=images.device) < 0.5
+    return torch.where(mask.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def batch_translate(padded: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crops of `size` from images reflect-padded beforehand (N, C, size+2r, size+2r).
+
+    Loops over the (2r+1)^2 possible shifts, not over images, so it costs a few tensor ops.
+    """
+    r = (padded.shape[-1] - size) // 2
+    shifts = torch.randint(-r, r + 1, (len(padded), 2), generator=generator, device=padded.device)
+    out = torch.empty((len(padded), padded.shape[1], size, size), dtype=padded.dtype, device=padded.device)
+    out = out.contiguous(memory_format=torch.channels_last)
+    for sy in range(-r, r + 1):
+        for sx in range(-r, r + 1):
+            mask = (shifts[:, 0] == sy) & (shifts[:, 1] == sx)
+            out[mask] = padded[mask, :, r + sy : r + sy + size, r + sx : r + sx + size]
+    return out
+
+
+def reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:
+    return F.pad(images, (pad,) * 4, mode="reflect") if pad > 0 else images

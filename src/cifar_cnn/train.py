@@ -1,0 +1,271 @@
+"""The training loop: whole dataset as tensors in memory, batched augmentation, bf16 autocast,
+channels_last, a checkpoint after every epoch, exact resume.
+
+    result = train("fast", out_dir="runs/fast", seed=0)
+    result.metrics.accuracy
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from cifar_cnn import __version__
+from cifar_cnn.checkpoint import (
+    load_optimizer_tensors,
+    load_tensors,
+    optimizer_tensors,
+    save_tensors,
+    split_prefix,
+)
+from cifar_cnn.data import CLASS_NAMES, load_cifar10
+from cifar_cnn.errors import CheckpointError
+from cifar_cnn.evaluate import Metrics, compute_metrics, predict_logits
+from cifar_cnn.hardware import choose_device, describe, summary_line, use_bf16
+from cifar_cnn.models import create_model, get_model_config
+from cifar_cnn.optim import Optimizers, make_optimizers
+from cifar_cnn.preprocess import batch_flip, batch_translate, reflect_pad, to_tensor
+from cifar_cnn.recipes import Recipe, get_recipe
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+MODEL_NAME = "model.safetensors"
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    metrics: Metrics
+    metadata: dict
+    model_path: Path | None
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+class EpochBatches:
+    """Batches of one epoch from in-memory tensors, augmented as in airbench:
+    - flip, derandomized: each image gets a random fixed flip once, then the whole set is
+      mirrored every other epoch, so every image is seen both ways every two epochs;
+    - translate: a random crop from reflect-padded images, drawn anew each epoch.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, seed: int):
+        self.labels = labels
+        self.batch_size = min(recipe.batch_size, len(images))
+        self.translate = recipe.translate
+        self.size = images.shape[-1]
+        if recipe.flip:
+            images = batch_flip(images, torch.Generator().manual_seed(seed + 1))
+        self.flip = recipe.flip
+        self.images = reflect_pad(images, self.translate)
+
+    def __len__(self) -> int:
+        return len(self.labels) // self.batch_size  # drop the last partial batch
+
+    def epoch(self, epoch: int, generator: torch.Generator):
+        images = self.images
+        if self.translate:
+            images = batch_translate(images, self.size, generator)
+        if self.flip and epoch % 2 == 1:
+            images = images.flip(-1)
+        order = torch.randperm(len(images), generator=generator)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield images[idx], self.labels[idx]
+
+
+def train(
+    recipe: str | Recipe = "fast",
+    *,
+    data=None,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    device: str | None = None,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    progress: bool = True,
+    **overrides,
+) -> TrainResult:
+    """Train a recipe (name or Recipe) on CIFAR-10 and evaluate it on the test set.
+
+    Args:
+        data: `((x_train, y_train), (x_test, y_test))` uint8 arrays; default `load_cifar10()`.
+        out_dir: where the per-epoch checkpoint and final `model.safetensors` go (None: nowhere).
+        resume: continue from `out_dir/checkpoint.safetensors`.
+        train_subset, test_subset: use only the first N images (quick runs, tests).
+        overrides: recipe fields to change, e.g. epochs=2.
+    """
+    recipe = (get_recipe(recipe) if isinstance(recipe, str) else recipe).override(**overrides)
+    dev = choose_device(device)
+    bf16 = use_bf16(dev)
+    log = print if progress else (lambda *a, **k: None)
+    log(summary_line(dev))
+    start = time.perf_counter()
+
+    (x_train, y_train), (x_test, y_test) = data if data is not None else load_cifar10(verbose=progress)
+    x_train, y_train = x_train[:train_subset], y_train[:train_subset]
+    x_test, y_test = x_test[:test_subset], y_test[:test_subset]
+    store = torch.bfloat16 if bf16 else torch.float32  # autocast casts to bf16 anyway: store it so
+    train_x = to_tensor(x_train, dtype=store)
+    train_y = torch.as_tensor(y_train.ravel()).long()
+    test_x = to_tensor(x_test, dtype=store)
+
+    torch.manual_seed(seed)
+    model = create_model(recipe.model).to(dev, memory_format=torch.channels_last)
+    if hasattr(model, "init_whiten"):
+        model.init_whiten(train_x[:5000].to(dev))
+    batches = EpochBatches(train_x, train_y, recipe, seed)
+    steps_per_epoch = len(batches)
+    total_steps = math.ceil(recipe.epochs * steps_per_epoch)
+    opts = make_optimizers(model, recipe, total_steps, steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed)
+    state = {"epoch": 0, "step": 0, "history": [], "train_seconds": 0.0}
+    ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir else None
+    if resume:
+        if ckpt_path is None or not ckpt_path.is_file():
+            raise CheckpointError(f"nothing to resume: no {CHECKPOINT_NAME} in {out_dir}")
+        state = _load_checkpoint(ckpt_path, model, opts, generator, recipe)
+        log(f"Resuming {recipe.name} from epoch {state['epoch']} (step {state['step']}) of {ckpt_path}")
+    log(f"Training {recipe.name}: model {recipe.model}, {len(train_x)} images, {recipe.epochs} epochs, "
+        f"batch {batches.batch_size}, seed {seed}")  # fmt: skip
+
+    n_epochs = math.ceil(total_steps / steps_per_epoch)
+    session_start = time.perf_counter()
+    for epoch in range(state["epoch"], n_epochs):
+        t0 = time.perf_counter()
+        stats = _run_epoch(model, batches, epoch, generator, opts, state, total_steps, recipe, dev, bf16, progress)
+        stats["seconds"] = time.perf_counter() - t0
+        if recipe.eval_every_epoch and len(test_x):
+            logits = predict_logits(model, test_x, tta=0, batch_size=recipe.eval_batch_size, autocast=bf16)
+            stats["test_accuracy"] = compute_metrics(logits, y_test, list(CLASS_NAMES)).accuracy
+            log(f"  epoch {epoch + 1}: test accuracy {stats['test_accuracy']:.2%}")
+        state["history"].append(stats)
+        state["epoch"] = epoch + 1
+        state["train_seconds"] += stats["seconds"]
+        if ckpt_path:
+            _save_checkpoint(ckpt_path, model, opts, generator, recipe, seed, state)
+
+    logits = predict_logits(model, test_x, tta=recipe.tta, batch_size=recipe.eval_batch_size, autocast=bf16)
+    metrics = compute_metrics(logits, y_test, list(CLASS_NAMES))
+    elapsed = time.perf_counter() - start
+    total_train = state["train_seconds"]
+    metadata = model_metadata(model, recipe, seed, metrics, state["history"], dev, total_train, elapsed)
+    model_path = None
+    if out_dir:
+        model_path = Path(out_dir) / MODEL_NAME
+        save_tensors(model_path, model.state_dict(), metadata)
+    log(_summary_table(recipe, metrics, total_train, elapsed, time.perf_counter() - session_start, model_path))
+    return TrainResult(model, metrics, metadata, model_path, state["history"], total_train)
+
+
+def _run_epoch(model, batches, epoch, generator, opts: Optimizers, state, total_steps, recipe, dev, bf16, progress):
+    model.train()
+    seen = correct = 0
+    loss_sum = 0.0
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}", disable=not progress, leave=True, dynamic_ncols=True)
+    for inputs, labels in batches.epoch(epoch, generator):
+        if state["step"] >= total_steps:
+            break
+        inputs, labels = inputs.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing, reduction="sum")
+        (loss if opts.loss_reduction == "sum" else loss / len(labels)).backward()
+        opts.step(state["step"])
+        model.zero_grad(set_to_none=True)
+        state["step"] += 1
+        seen += len(labels)
+        loss_sum += loss.item()
+        correct += (logits.argmax(1) == labels).sum().item()
+        rate = seen / (time.perf_counter() - t0)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}", refresh=False)
+        bar.update()
+    bar.close()
+    return {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+            "lr": opts.lr(), "images_per_second": seen / max(time.perf_counter() - t0, 1e-9)}  # fmt: skip
+
+
+def model_metadata(model, recipe: Recipe, seed, metrics: Metrics, history, dev, train_seconds, elapsed) -> dict:
+    config = get_model_config(recipe.model)
+    return {
+        "model": recipe.model,
+        "classes": list(CLASS_NAMES),
+        "mean": list(config.mean),
+        "std": list(config.std),
+        "input_size": list(config.input_size),
+        "resize": "shorter side to 32 (antialiased bicubic), center crop 32x32",
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+        "metrics": {
+            "test_accuracy": metrics.accuracy,
+            "test_loss": metrics.loss,
+            "tta": recipe.tta,
+            "per_class_accuracy": metrics.to_dict()["per_class_accuracy"],
+        },
+        "history": history,
+        "train_seconds": train_seconds,
+        "total_seconds": elapsed,
+        "temperature": 1.0,
+        "hardware": describe(dev),
+        "versions": {"cifar_cnn": __version__, "torch": torch.__version__, "numpy": np.__version__},
+    }
+
+
+def _save_checkpoint(path: Path, model, opts: Optimizers, generator, recipe, seed, state) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    extras = []
+    for i, opt in enumerate(opts.optimizers):
+        t, extra = optimizer_tensors(opt, f"optim.{i}.")
+        tensors.update(t)
+        extras.append(extra)
+    tensors["rng.generator"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"kind": "training_checkpoint", "recipe": recipe.to_dict(), "seed": seed, "optimizers": extras, **state}
+    save_tensors(path, tensors, meta)
+
+
+def _load_checkpoint(path: Path, model, opts: Optimizers, generator, recipe: Recipe) -> dict:
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") != "training_checkpoint":
+        raise CheckpointError(f"{path} is not a training checkpoint")
+    if Recipe.from_dict(meta["recipe"]) != recipe:
+        raise CheckpointError(
+            f"{path} was made with another recipe ({meta['recipe']['name']}); resume with the same one"
+        )
+    try:
+        model.load_state_dict(split_prefix(tensors, "model."))
+        for i, opt in enumerate(opts.optimizers):
+            load_optimizer_tensors(opt, tensors, f"optim.{i}.", meta["optimizers"][i])
+    except (RuntimeError, KeyError, ValueError, IndexError) as exc:
+        raise CheckpointError(f"{path} does not match the model of recipe {recipe.name}: {exc}") from exc
+    generator.set_state(tensors["rng.generator"])
+    torch.set_rng_state(tensors["rng.torch"])
+    for at_step, param in opts.freeze:  # parameters frozen before the checkpoint stay frozen
+        if meta["step"] >= at_step:
+            param.requires_grad_(False)
+    return {k: meta[k] for k in ("epoch", "step", "history", "train_seconds")}
+
+
+def _summary_table(recipe, metrics, train_seconds, elapsed, session_seconds, model_path) -> str:
+    rows = [
+        ("recipe", recipe.name),
+        ("model", recipe.model),
+        ("epochs", f"{recipe.epochs}"),
+        ("train time", f"{train_seconds:.1f} s"),
+        ("total time (data + train + eval)", f"{elapsed:.1f} s"),
+        (f"test accuracy (tta={recipe.tta})", f"{metrics.accuracy:.2%}"),
+        ("test loss", f"{metrics.loss:.4f}"),
+        ("saved", str(model_path) if model_path else "-"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 30)
+    return "\n".join([line, *(f"{k:<{width}}  {v}" for k, v in rows), line])

@@ -1,0 +1,81 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifar_cnn.cli import main
+from cifar_cnn.train import train
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    data = ((rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, (64, 1)).astype(np.uint8)),
+            (rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, (16, 1)).astype(np.uint8)))  # fmt: skip
+    out = tmp_path_factory.mktemp("run")
+    return train("keras_cnn", data=data, epochs=1, out_dir=out, progress=False).model_path
+
+
+def test_predict_good_and_bad_files(model_file, tmp_path, capsys):
+    good = tmp_path / "photo.jpg"
+    Image.new("RGB", (640, 480), (30, 120, 200)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    code = main(["predict", str(model_file), str(good), str(bad), "--json", "-k", "3"])
+    out, err = capsys.readouterr()
+    assert code == 1  # one file failed
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0]["filename"] == str(good) and len(lines[0]["predictions"]) == 3
+    assert 0 < sum(p["score"] for p in lines[0]["predictions"]) <= 1 + 1e-6
+    assert lines[0]["predictions"][0]["score"] >= lines[0]["predictions"][1]["score"]
+    assert "error" in lines[1] and "bad.png" in lines[1]["error"]
+    assert err.count("\n") == 1 and "not an image" in err
+
+
+def test_predict_text_output(model_file, tmp_path, capsys):
+    good = tmp_path / "a.png"
+    Image.new("RGBA", (50, 70), (200, 10, 10, 128)).save(good)
+    assert main(["predict", "--model", str(model_file), str(good)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{good}: ") and "top-5" in out
+
+
+def test_missing_model_is_one_line_error(tmp_path, capsys):
+    img = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(img)
+    assert main(["predict", "--model", str(tmp_path / "nope.safetensors"), str(img)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model file not found") and err.count("\n") == 1
+
+
+def test_train_refuses_to_overwrite_a_run(model_file, capsys):
+    assert main(["train", "--recipe", "keras_cnn", "--out", str(model_file.parent)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_unknown_recipe(capsys, tmp_path):
+    assert main(["train", "--recipe", "nope", "--out", str(tmp_path), "--data", str(tmp_path)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_info_and_models(model_file, capsys):
+    assert main(["info", str(model_file)]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "keras_cnn"
+    assert main(["models"]) == 0
+    assert "keras_cnn" in capsys.readouterr().out
+
+
+def test_console_script_runs():
+    done = subprocess.run([sys.executable, "-m", "cifar_cnn.cli", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and "cifar-cnn" in done.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_on_real_test_set(model_file, real_data, capsys):
+    assert main(["evaluate", str(model_file), "--test-subset", "500", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 500 and len(result["per_class_accuracy"]) == 10
+    assert np.array(result["confusion_matrix"]).sum() == 500

@@ -1,0 +1,60 @@
+import numpy as np
+import torch
+from PIL import Image
+
+from cifar_cnn.images import load_image
+from cifar_cnn.preprocess import CIFAR10_MEAN, CIFAR10_STD, batch_flip, batch_translate, reflect_pad, to_tensor
+
+
+def test_normalization_and_layout():
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+    images[..., 0] = 255
+    x = to_tensor(images)
+    assert x.shape == (2, 3, 32, 32) and x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(x[0, 0], torch.full((32, 32), (1 - CIFAR10_MEAN[0]) / CIFAR10_STD[0]))
+    assert torch.allclose(x[0, 1], torch.full((32, 32), -CIFAR10_MEAN[1] / CIFAR10_STD[1]))
+
+
+def test_prediction_preprocessing_equals_training(tmp_path, real_data):
+    """A CIFAR-10 test image saved as PNG and read back through the prediction path gives
+    exactly the tensor that training and evaluation compute from the arrays."""
+    _, (x_test, _) = real_data
+    paths = []
+    for i in range(8):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(x_test[i]).save(paths[-1])
+    from_files = to_tensor(np.stack([load_image(p) for p in paths]))
+    from_arrays = to_tensor(x_test[:8])
+    assert torch.equal(from_files, from_arrays)
+
+
+def test_classifier_uses_the_same_preprocessing(tmp_path, real_data):
+    from cifar_cnn.models import create_model
+    from cifar_cnn.predict import Classifier
+
+    _, (x_test, _) = real_data
+    meta = {"model": "fast", "classes": list("abcdefghij"), "mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD),
+            "input_size": [3, 32, 32]}  # fmt: skip
+    clf = Classifier(create_model("fast"), meta)
+    assert torch.equal(clf.preprocess(x_test[:4]), to_tensor(x_test[:4]))
+
+
+def test_translate_moves_content_by_at_most_r():
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).view(2, 3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    out = batch_translate(reflect_pad(x, 2), 32, g)
+    assert out.shape == x.shape
+    for i in range(2):
+        center = out[i, :, 16, 16]
+        found = [
+            (dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if torch.equal(x[i, :, 16 + dy, 16 + dx], center)
+        ]
+        assert len(found) == 1
+
+
+def test_flip_mirrors_about_half():
+    x = torch.randn(1000, 3, 8, 8)
+    out = batch_flip(x, torch.Generator().manual_seed(0))
+    flipped = (out == x.flip(-1)).flatten(1).all(1)
+    same = (out == x).flatten(1).all(1)
+    assert (flipped | same).all() and 400 < flipped.sum() < 600

@@ -1,0 +1,131 @@
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cifar_cnn.checkpoint import load_tensors
+from cifar_cnn.errors import CheckpointError
+from cifar_cnn.predict import load
+from cifar_cnn.train import CHECKPOINT_NAME, train
+
+train_module = importlib.import_module("cifar_cnn.train")  # the package exports a function of the same name
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("recipe", ["fast", "keras_cnn"])
+def test_same_seed_same_result(recipe, tiny_data):
+    a = train(recipe, data=tiny_data, epochs=2, progress=False, seed=3)
+    b = train(recipe, data=tiny_data, epochs=2, progress=False, seed=3)
+    c = train(recipe, data=tiny_data, epochs=2, progress=False, seed=4)
+    wa, wb, wc = weights(a.model), weights(b.model), weights(c.model)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa if wa[k].is_floating_point())
+
+
+def test_resume_after_interruption_equals_uninterrupted(tiny_data, tmp_path, monkeypatch):
+    full = train("fast", data=tiny_data, epochs=3, out_dir=tmp_path / "full", progress=False)
+
+    original = train_module._save_checkpoint
+
+    def save_then_die(path, model, opts, generator, recipe, seed, state):
+        original(path, model, opts, generator, recipe, seed, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt  # as if the process were stopped right after epoch 1
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train("fast", data=tiny_data, epochs=3, out_dir=tmp_path / "cut", progress=False)
+    monkeypatch.setattr(train_module, "_save_checkpoint", original)
+    resumed = train("fast", data=tiny_data, epochs=3, out_dir=tmp_path / "cut", resume=True, progress=False)
+
+    wf, wr = weights(full.model), weights(resumed.model)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf), "resumed run differs from the uninterrupted one"
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+
+
+def test_resume_refuses_other_recipe(tiny_data, tmp_path):
+    train("keras_cnn", data=tiny_data, epochs=1, out_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="another recipe"):
+        train("fast", data=tiny_data, epochs=1, out_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train("fast", data=tiny_data, out_dir=tmp_path / "empty", resume=True, progress=False)
+
+
+def test_saved_model_round_trip(tiny_data, tmp_path):
+    result = train("keras_cnn", data=tiny_data, epochs=1, out_dir=tmp_path, progress=False)
+    _tensors, meta = load_tensors(result.model_path)
+    assert meta["model"] == "keras_cnn" and meta["classes"][3] == "cat"
+    assert meta["recipe"]["name"] == "keras_cnn" and meta["mean"] and meta["std"]
+    assert meta["versions"]["torch"] == torch.__version__ and "cpu" in meta["hardware"]
+    clf = load(result.model_path)
+    (_, _), (x_test, _) = tiny_data
+    expected = torch.softmax(train_module.predict_logits(result.model, clf.preprocess(x_test)), 1).numpy()
+    assert abs(clf.predict_proba(x_test) - expected).max() < 1e-5
+
+
+def test_corrupt_model_file_is_a_clear_error(tiny_data, tmp_path):
+    result = train("keras_cnn", data=tiny_data, epochs=1, out_dir=tmp_path, progress=False)
+    data = result.model_path.read_bytes()
+    result.model_path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load(result.model_path)
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError):
+        load(other)
+
+
+def test_full_disk_keeps_previous_checkpoint(tiny_data, tmp_path, monkeypatch):
+    import cifar_cnn.checkpoint as ckpt
+
+    train("keras_cnn", data=tiny_data, epochs=1, out_dir=tmp_path, progress=False)
+    before = (tmp_path / CHECKPOINT_NAME).read_bytes()
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.os, "fsync", no_space)
+    with pytest.raises(CheckpointError, match="No space left"):
+        train("keras_cnn", data=tiny_data, epochs=2, out_dir=tmp_path, progress=False)
+    assert (tmp_path / CHECKPOINT_NAME).read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume(tmp_path, real_data):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cifar_cnn.cli", "train", "--recipe", "keras_cnn", "--epochs", "4",
+           "--train-subset", "2000", "--test-subset", "500", "--out", str(out), "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / CHECKPOINT_NAME).exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _, meta = load_tensors(out / CHECKPOINT_NAME)
+    assert 1 <= meta["epoch"] < 4
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    _, meta = load_tensors(out / "model.safetensors")
+    assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_short_training_on_real_data_learns(real_data):
+    """fast recipe, 2 epochs on 10,000 real images: far above the 10% of chance."""
+    result = train("fast", data=real_data, epochs=2, train_subset=10000, test_subset=2000, progress=False)
+    assert result.metrics.accuracy > 0.5, result.metrics.accuracy
+
+
+@pytest.mark.slow
+def test_keras_cnn_learns_on_real_data(real_data):
+    result = train("keras_cnn", data=real_data, epochs=2, train_subset=5000, test_subset=1000, progress=False)
+    assert result.metrics.accuracy > 0.3, result.metrics.accuracy
