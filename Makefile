@@ -11,7 +11,7 @@ ifneq ($(wildcard $(SHARED_DATA)/cifar-10-python.tar.gz),)
 export CIFAR_CNN_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: run test install install-test lint bench clean
+.PHONY: run test install install-test chromium bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,14 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test
+# Browser tests drive Debian's chromium with Playwright (playwright cannot download browsers here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: install chromium to run the browser tests"; fi; }
+
+install-test: $(VENV)/.installed-test chromium
 
 run: install
 	$(BIN)/cifar-cnn train --recipe $(RECIPE) --out $(RUN_DIR) --overwrite

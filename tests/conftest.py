@@ -75,3 +75,15 @@ def tiny_data():
     x_test = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
     y_test = rng.integers(0, 10, (32, 1)).astype(np.uint8)
     return (x_train, y_train), (x_test, y_test)
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory):
+    """A small keras_cnn model file trained for one epoch on random images (fast to make)."""
+    from cifar_cnn.train import train
+
+    rng = np.random.default_rng(0)
+    data = ((rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, (64, 1)).astype(np.uint8)),
+            (rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, (16, 1)).astype(np.uint8)))  # fmt: skip
+    out = tmp_path_factory.mktemp("run")
+    return train("keras_cnn", data=data, epochs=1, out_dir=out, progress=False).model_path

@@ -7,16 +7,6 @@ import pytest
 from PIL import Image
 
 from cifar_cnn.cli import main
-from cifar_cnn.train import train
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    data = ((rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, (64, 1)).astype(np.uint8)),
-            (rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, (16, 1)).astype(np.uint8)))  # fmt: skip
-    out = tmp_path_factory.mktemp("run")
-    return train("keras_cnn", data=data, epochs=1, out_dir=out, progress=False).model_path
 
 
 def test_predict_good_and_bad_files(model_file, tmp_path, capsys):

@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model", nargs="?", help="model file or run folder (default: bundled pretrained)")
     e.add_argument("--tta", type=int, help="test-time augmentation: 0 none, 1 mirror, 2 mirror+translate")
     e.add_argument("--data", help="CIFAR-10 folder or archive")
+    e.add_argument("--images", help="evaluate on a labelled image folder instead: DIR/<class name>/<images>")
     e.add_argument("--test-subset", type=int)
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=cmd_evaluate)
@@ -71,6 +72,51 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", "-k", type=int, default=5)
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(func=cmd_predict)
+
+    b = sub.add_parser("bench", help="time-to-accuracy benchmark over seeds; writes bench/results/*.json and .md")
+    b.add_argument("--recipe", default="fast")
+    b.add_argument("--seeds", type=int, default=5)
+    b.add_argument("--baseline", default="keras_cnn", help="recipe to compare with in the same run ('none' to skip)")
+    b.add_argument("--out", default="bench/results")
+    b.add_argument("--compare", help="a previous result JSON to compare with")
+    b.add_argument("--save-models", help="also save each run's model under this folder")
+    b.add_argument("--epochs", type=float, help="override epochs (both recipes; for quick checks)")
+    b.add_argument("--train-subset", type=int)
+    b.add_argument("--test-subset", type=int)
+    b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("report", help="HTML report + PNG figures: per-class scores, confusion, mistakes, calibration")
+    r.add_argument("model", nargs="?", help="model file or run folder (default: bundled pretrained)")
+    r.add_argument("--out", default="report", help="folder for report.html, the PNGs and summary.json")
+    r.add_argument("--images", help="a labelled image folder (DIR/<class>/<images>) instead of the CIFAR-10 test set")
+    r.add_argument("--data", help="CIFAR-10 folder or archive")
+    r.add_argument("--tta", type=int)
+    r.add_argument("--test-subset", type=int)
+    r.add_argument("--no-ood", action="store_true", help="skip the none-of-these (out-of-distribution) check")
+    r.set_defaults(func=cmd_report)
+
+    d = sub.add_parser("data", help="data utilities")
+    dsub = d.add_subparsers(title="data commands")
+    dp = dsub.add_parser("preview", help="save a grid of training images and of what augmentation does")
+    dp.add_argument("--out", default="preview", help="folder for the PNGs")
+    dp.add_argument("--data", help="CIFAR-10 folder or archive")
+    dp.add_argument("--recipe", default="fast", help="whose augmentation to show")
+    dp.set_defaults(func=cmd_data_preview)
+
+    s = sub.add_parser("serve", help="web page + HTTP API (FastAPI under uvicorn)")
+    s.add_argument("model", nargs="?", help="model file or run folder (default: bundled pretrained)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--max-upload-mb", type=float, default=10, help="largest accepted image file (413 above)")
+    s.add_argument("--max-batch", type=int, default=64, help="micro-batch size limit")
+    s.add_argument("--max-wait-ms", type=float, default=5, help="how long a request waits for others to batch with")
+    s.set_defaults(func=cmd_serve)
+
+    lt = sub.add_parser("loadtest", help="bounded load test of a running server (loopback only)")
+    lt.add_argument("--url", default="http://127.0.0.1:8000")
+    lt.add_argument("--clients", type=int, default=32)
+    lt.add_argument("--requests", type=int, default=1000)
+    lt.set_defaults(func=cmd_loadtest)
 
     m = sub.add_parser("models", help="list the registered models")
     m.set_defaults(func=cmd_models)
@@ -99,13 +145,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from cifar_cnn.data import load_cifar10
     from cifar_cnn.evaluate import compute_metrics
     from cifar_cnn.predict import load
 
     clf = load(args.model)
-    _, (x_test, y_test) = load_cifar10(args.data, verbose=not args.json)
-    x_test, y_test = x_test[: args.test_subset], y_test[: args.test_subset]
+    x_test, y_test, _ = _evaluation_set(args, clf)
     metrics = compute_metrics(clf.logits(x_test, tta=args.tta), y_test, clf.classes)
     if args.json:
         print(json.dumps({"model": clf.name, "tta": clf.tta if args.tta is None else args.tta, **metrics.to_dict()}))
@@ -147,6 +191,72 @@ def _format_prediction(p) -> str:
     flag = "  (uncertain: maybe none of these classes)" if p.uncertain else ""
     top = ", ".join(f"{label} {score:.1%}" for label, score in p.top_k)
     return f"{p.filename}: {p.label} ({p.score:.1%}){flag}\n    top-{len(p.top_k)}: {top}"
+
+
+def cmd_bench(args) -> int:
+    from cifar_cnn.bench import bench
+
+    if args.seeds < 1:
+        raise CifarCnnError("--seeds must be at least 1")
+    bench(
+        args.recipe, seeds=args.seeds, baseline=None if args.baseline == "none" else args.baseline,
+        out_dir=args.out, compare=args.compare, train_subset=args.train_subset, test_subset=args.test_subset,
+        save_models=args.save_models, epochs=args.epochs,
+    )  # fmt: skip
+    return 0
+
+
+def _evaluation_set(args, clf):
+    from cifar_cnn.data import load_cifar10, load_image_folder
+
+    if args.images:
+        x, y, problems = load_image_folder(args.images, clf.classes)
+        for problem in problems:
+            print(f"warning: skipped {problem}", file=sys.stderr)
+        name = f"images in {args.images}"
+    else:
+        _, (x, y) = load_cifar10(args.data)
+        name = "CIFAR-10 test set"
+    return x[: args.test_subset], y[: args.test_subset], name
+
+
+def cmd_report(args) -> int:
+    from cifar_cnn.predict import load
+    from cifar_cnn.report import build_report
+
+    clf = load(args.model)
+    x, y, name = _evaluation_set(args, clf)
+    report = build_report(clf, x, y, args.out, dataset=name, tta=args.tta, ood=not args.no_ood)
+    print(report.text())
+    return 0
+
+
+def cmd_data_preview(args) -> int:
+    from cifar_cnn.data import load_cifar10
+    from cifar_cnn.preview import save_previews
+
+    (x_train, y_train), _ = load_cifar10(args.data)
+    for path in save_previews(x_train, y_train, args.out, recipe=args.recipe):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from cifar_cnn.serve import serve
+
+    serve(args.model, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 2**20),
+          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)  # fmt: skip
+    return 0
+
+
+def cmd_loadtest(args) -> int:
+    from cifar_cnn.loadtest import load_test
+
+    r = load_test(args.url, clients=args.clients, requests=args.requests)
+    print(json.dumps(r))
+    print(f"{r['requests']} requests from {r['clients']} clients: {r['requests_per_second']:.0f} req/s, "
+          f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, {r['errors']} errors")  # fmt: skip
+    return 1 if r["errors"] else 0
 
 
 def cmd_models(args) -> int:

@@ -271,3 +271,45 @@ def _decode_batch(blob: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     # Rows are channel-first (3, 32, 32); Keras' contract is (N, 32, 32, 3).
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
     return images, labels.reshape(-1, 1)
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+def load_image_folder(
+    folder: str | os.PathLike, class_names: tuple[str, ...] | list[str] = CLASS_NAMES
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A labelled image folder (one subfolder per class name, any image sizes and formats) as
+    uint8 (N, 32, 32, 3) images and uint8 (N, 1) labels, plus one message per unreadable file.
+
+    Raises:
+        DataError: the folder is missing, a subfolder is not a class name, or no image is readable.
+    """
+    from cifar_cnn.errors import ImageError
+    from cifar_cnn.images import load_image
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subfolders:
+        raise DataError(f"{root} has no subfolders: put each class's images in a subfolder named after it")
+    unknown = [p.name for p in subfolders if p.name not in class_names]
+    if unknown:
+        raise DataError(
+            f"{root}: subfolders {', '.join(unknown)} are not class names of the model; use: {', '.join(class_names)}"
+        )
+    images, labels, problems = [], [], []
+    for sub in subfolders:
+        files = sorted(p for p in sub.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if not files:
+            problems.append(f"{sub}: empty folder")
+        for f in files:
+            try:
+                images.append(load_image(f))
+                labels.append(class_names.index(sub.name))
+            except ImageError as exc:
+                problems.append(str(exc))
+    if not images:
+        raise DataError(f"{root}: no readable images ({len(problems)} problems, first: {problems[:1]})")
+    return np.stack(images), np.array(labels, dtype=np.uint8).reshape(-1, 1), problems

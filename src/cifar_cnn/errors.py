@@ -10,7 +10,12 @@ class DataError(CifarCnnError):
 
 
 class ImageError(CifarCnnError):
-    """A user image cannot be read (not an image, truncated, too large...)."""
+    """A user image cannot be read. `kind` says why, for HTTP status codes:
+    "unsupported" (not an image), "too_large" (bytes or pixels), "damaged", "empty", "missing"."""
+
+    def __init__(self, message: str, kind: str = "damaged"):
+        super().__init__(message)
+        self.kind = kind
 
 
 class CheckpointError(CifarCnnError):

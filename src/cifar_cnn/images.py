@@ -41,19 +41,23 @@ def open_image(source: ImageInput, *, name: str | None = None, max_bytes: int = 
         try:
             size = path.stat().st_size
         except OSError as exc:
-            raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from exc
+            raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})", "missing") from exc
         if path.is_dir():
-            raise ImageError(f"{name}: is a folder, not an image")
+            raise ImageError(f"{name}: is a folder, not an image", "missing")
         if size > max_bytes:
-            raise ImageError(f"{name}: file is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit")
+            raise ImageError(
+                f"{name}: file is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit", "too_large"
+            )
         source = path.read_bytes()
     name = name or "image"
     if not isinstance(source, (bytes, bytearray, memoryview)):
-        raise ImageError(f"{name}: cannot read an image from a {type(source).__name__}")
+        raise ImageError(f"{name}: cannot read an image from a {type(source).__name__}", "unsupported")
     if len(source) == 0:
-        raise ImageError(f"{name}: file is empty (0 bytes)")
+        raise ImageError(f"{name}: file is empty (0 bytes)", "empty")
     if len(source) > max_bytes:
-        raise ImageError(f"{name}: {len(source) / 2**20:.1f} MiB is over the {max_bytes / 2**20:.0f} MiB limit")
+        raise ImageError(
+            f"{name}: {len(source) / 2**20:.1f} MiB is over the {max_bytes / 2**20:.0f} MiB limit", "too_large"
+        )
     return _decode(bytes(source), name, max_pixels)
 
 
@@ -64,7 +68,7 @@ def _decode(data: bytes, name: str, max_pixels: int) -> Image.Image:
             image = Image.open(io.BytesIO(data))
             w, h = image.size
             if w * h > max_pixels:
-                raise ImageError(f"{name}: {w}x{h} pixels is over the limit of {max_pixels:,} pixels")
+                raise ImageError(f"{name}: {w}x{h} pixels is over the limit of {max_pixels:,} pixels", "too_large")
             # JPEG can decode at 1/2, 1/4, 1/8 scale: far faster for big photos we shrink anyway.
             image.draft("RGB", (128, 128))
             image.load()
@@ -72,9 +76,11 @@ def _decode(data: bytes, name: str, max_pixels: int) -> Image.Image:
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
-        raise ImageError(f"{name}: not an image file Pillow can read (JPEG, PNG, WebP, GIF, BMP, TIFF...)") from exc
+        raise ImageError(
+            f"{name}: not an image file Pillow can read (JPEG, PNG, WebP, GIF, BMP, TIFF...)", "unsupported"
+        ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{name}: too many pixels, refused as a possible decompression bomb") from exc
+        raise ImageError(f"{name}: too many pixels, refused as a possible decompression bomb", "too_large") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{name}: the image data is damaged or truncated ({exc})") from exc
     return _to_rgb(image)

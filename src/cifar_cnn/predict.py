@@ -107,7 +107,7 @@ class Classifier:
         single = not isinstance(inputs, list)
         items = [inputs] if single else inputs
         arrays = np.stack([load_image(x, self.input_size) for x in items])
-        results = self._predictions(self.predict_proba(arrays), top_k)
+        results = self.to_predictions(self.predict_proba(arrays), top_k)
         for item, result in zip(items, results, strict=True):
             if isinstance(item, (str, os.PathLike)):
                 result.filename = str(item)
@@ -124,12 +124,12 @@ class Classifier:
             except ImageError as exc:
                 out.append(exc)
         if arrays:
-            for i, pred in zip(ok, self._predictions(self.predict_proba(np.stack(arrays)), top_k), strict=True):
+            for i, pred in zip(ok, self.to_predictions(self.predict_proba(np.stack(arrays)), top_k), strict=True):
                 pred.filename = str(paths[i])
                 out[i] = pred
         return out
 
-    def _predictions(self, probs: np.ndarray, top_k: int) -> list[Prediction]:
+    def to_predictions(self, probs: np.ndarray, top_k: int) -> list[Prediction]:
         k = max(1, min(top_k, len(self.classes)))
         results = []
         for row in probs:

@@ -25,6 +25,7 @@ class Recipe:
     tta: int = 0  # test-time augmentation: 0 none, 1 mirror, 2 mirror + translate
     eval_every_epoch: bool = True  # test accuracy each epoch costs time on the speed recipes
     eval_batch_size: int = 1000
+    holdout: int = 1000  # last N training images kept out of training to fit calibration on
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,40 @@
+import json
+
+import pytest
+
+from cifar_cnn.bench import run_flops, step_flops, time_to_accuracy
+from cifar_cnn.cli import main
+from cifar_cnn.recipes import get_recipe
+
+
+def test_fast_recipe_flops_match_the_published_count():
+    """airbench94_muon reports 0.29 PFLOPs for its 8-epoch run; we count the same network."""
+    pflops = run_flops(get_recipe("fast"), 50000, 10000) / 1e15
+    assert 0.25 < pflops < 0.33, pflops
+    _train, forward = step_flops(get_recipe("keras_cnn"), 4)
+    assert forward == pytest.approx(2 * 20.7e6, rel=0.05)  # 20.7 M multiply-adds per image
+
+
+def test_time_to_accuracy():
+    runs = [{"history": [{"seconds": 10, "test_accuracy": 0.5}, {"seconds": 10, "test_accuracy": 0.8}],
+             "accuracy": 0.85, "train_seconds": 20}]  # fmt: skip
+    assert time_to_accuracy(runs, 0.7) == 20
+    assert time_to_accuracy(runs, 0.4) == 10
+    assert time_to_accuracy(runs, 0.9) is None
+
+
+@pytest.mark.slow
+def test_bench_writes_valid_results(real_data, tmp_path, capsys):
+    code = main(["bench", "--seeds", "2", "--epochs", "1", "--train-subset", "400", "--test-subset", "200",
+                 "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    files = sorted(tmp_path.glob("fast-*.json"))
+    assert len(files) == 1 and files[0].with_suffix(".md").is_file()
+    report = json.loads(files[0].read_text())
+    assert report["recipe"] == "fast" and report["seeds"] == [0, 1]
+    assert 0 <= report["mean_accuracy"] <= 1 and report["train_seconds"] > 0
+    assert report["baseline"]["recipe"] == "keras_cnn" and report["gemm_peak_flops"] > 0
+    assert report["hardware"]["cpu"] and report["peak_rss_mib"] > 0
+    assert main(["bench", "--seeds", "1", "--epochs", "1", "--train-subset", "400", "--test-subset", "200",
+                 "--baseline", "none", "--out", str(tmp_path / "b"), "--compare", str(files[0])]) == 0  # fmt: skip
+    assert "Compared with" in capsys.readouterr().out

@@ -1,0 +1,64 @@
+"""The walkthrough notebook and the upload widget, executed in a real Jupyter kernel."""
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "cifar10_walkthrough.ipynb"
+
+
+def run(nb, cwd, timeout=600):
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    return nb
+
+
+def outputs_text(cell) -> str:
+    return "".join(o.get("text", "") + json.dumps(o.get("data", {})) for o in cell.get("outputs", []))
+
+
+WIDGET_CODE = r"""
+import datetime, io, json
+import numpy as np
+from PIL import Image
+import cifar_cnn
+from cifar_cnn.widgets import classifier_widget
+
+widget = classifier_widget(cifar_cnn.load({model!r}))
+buf = io.BytesIO()
+Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 90, 3), dtype=np.uint8)).save(buf, "JPEG")
+good = buf.getvalue()
+def item(name, data, kind):
+    return {{"name": name, "type": kind, "size": len(data), "content": memoryview(data),
+            "last_modified": datetime.datetime.now(datetime.timezone.utc)}}
+# What ipywidgets 8 does when the browser sends files: a tuple of dicts with memoryview contents.
+widget.upload.value = (item("photo.jpg", good, "image/jpeg"), item("broken.png", b"not a png", "image/png"))
+kinds = [sorted(o.get("data", {{}}).keys()) or o.get("output_type") for o in widget.output.outputs]
+texts = [o.get("text", "") for o in widget.output.outputs]
+print(json.dumps({{"kinds": kinds, "texts": texts}}))
+"""
+
+
+def test_upload_widget_shows_prediction_and_errors(model_file, tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(WIDGET_CODE.format(model=str(model_file)))])
+    run(nb, tmp_path, timeout=300)
+    result = json.loads(nb.cells[0].outputs[-1]["text"].strip().splitlines()[-1])
+    assert any("image/png" in k for k in result["kinds"] if isinstance(k, list)), result
+    assert any("Could not read broken.png" in t for t in result["texts"]), result
+
+
+@pytest.mark.slow
+def test_walkthrough_runs_top_to_bottom(tmp_path, real_data):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells[1].source = "FULL_TRAINING = False\nQUICK_TEST = True"
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    run(nb, tmp_path)
+    text = "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    assert "(50000, 32, 32, 3) uint8 (50000, 1) (10000, 32, 32, 3)" in text
+    assert "1,250,858 trainable parameters" in text
+    assert "Test accuracy:" in text and "Confusion matrix" in text
+    assert "image/png" in text  # the sample grid and learning curves were drawn
+    assert (tmp_path / "runs" / "notebook" / "model.safetensors").is_file()

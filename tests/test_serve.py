@@ -1,0 +1,133 @@
+"""The HTTP API through the ASGI test client: predictions, limits, and every kind of bad file."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from cifar_cnn.predict import load
+from cifar_cnn.serve import create_app
+
+
+def encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def photo(w=200, h=150) -> Image.Image:
+    rng = np.random.default_rng(1)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def big_png_header(w: int, h: int) -> bytes:
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def client(model_file):
+    app = create_app(load(model_file), max_upload_bytes=2 * 2**20)
+    with TestClient(app) as c:
+        yield c
+
+
+def post(client, *files):
+    return client.post(
+        "/v1/predict", files=[("files", (name, data, "application/octet-stream")) for name, data in files]
+    )
+
+
+def test_health_models_docs(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["model"] == "keras_cnn"
+    [info] = client.get("/v1/models").json()
+    assert info["name"] == "keras_cnn" and len(info["classes"]) == 10 and info["input_size"] == [3, 32, 32]
+    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_page_is_self_contained(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert '<script src="http' not in page.text and "cdn" not in page.text.lower()
+
+
+def test_predict_several_images(client, model_file):
+    jpg = encode(photo(), "JPEG")
+    png = encode(photo(64, 64).convert("RGBA"), "PNG")
+    response = post(client, ("a.jpg", jpg), ("b.png", png))
+    assert response.status_code == 200
+    body = response.json()
+    assert [r["filename"] for r in body] == ["a.jpg", "b.png"]
+    for r in body:
+        scores = [p["score"] for p in r["predictions"]]
+        assert len(scores) == 5 and scores == sorted(scores, reverse=True) and isinstance(r["uncertain"], bool)
+    # The server answers what the Python API answers for the same file.
+    expected = load(model_file).predict(jpg)
+    assert body[0]["predictions"][0]["label"] == expected.label
+    assert body[0]["predictions"][0]["score"] == pytest.approx(expected.score, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, data, status",
+    [
+        ("empty.jpg", b"", 422),
+        ("truncated.jpg", encode(photo(400, 300), "JPEG")[:3000], 422),
+        ("text.png", b"hello, I am not a PNG", 415),
+        ("huge.png", big_png_header(20000, 20000), 413),
+    ],
+)
+def test_bad_files_get_clear_json_errors(client, name, data, status):
+    response = post(client, (name, data))
+    assert response.status_code == status
+    body = response.json()
+    assert body["filename"] == name and name in body["error"]
+
+
+def test_odd_but_valid_images_are_answered(client):
+    frames = [Image.new("RGB", (40, 40), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    gif = io.BytesIO()
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    cmyk = encode(photo().convert("CMYK"), "JPEG")
+    png16 = encode(Image.fromarray(np.full((50, 50), 30000, np.uint16)), "PNG")
+    response = post(client, ("anim.gif", gif.getvalue()), ("cmyk.jpg", cmyk), ("16bit.png", png16))
+    assert response.status_code == 200 and len(response.json()) == 3
+
+
+def test_upload_size_limit(client):
+    too_big = b"\xff\xd8" + b"\0" * (2 * 2**20 + 10)
+    response = post(client, ("big.jpg", too_big))
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+
+
+def test_no_files(client):
+    assert client.post("/v1/predict").status_code == 422
+
+
+def test_concurrent_requests_share_batches(model_file):
+    import asyncio
+
+    import httpx
+
+    app = create_app(load(model_file), max_wait_ms=20)
+    data = encode(photo(), "PNG")
+
+    async def run():
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            responses = await asyncio.gather(
+                *(c.post("/v1/predict", files={"files": ("x.png", data)}) for _ in range(16))
+            )
+        return responses
+
+    responses = asyncio.run(run())
+    assert all(r.status_code == 200 for r in responses)
+    batcher = app.state.batcher
+    assert batcher.items == 16 and batcher.batches < 16  # several requests per forward pass
