@@ -116,3 +116,12 @@ def test_real_shared_copy(real_data):
     assert y_train.shape == (50000, 1) and y_train.dtype == np.uint8
     assert np.bincount(y_train.ravel()).tolist() == [5000] * 10
     assert np.bincount(y_test.ravel()).tolist() == [1000] * 10
+
+
+def test_decoded_copy_is_found_without_the_source(tiny_archive, monkeypatch):
+    archive, (train_x, *_) = tiny_archive
+    monkeypatch.delenv("CIFAR_CNN_DATA", raising=False)
+    load_cifar10(archive, verbose=False)
+    archive.unlink()  # e.g. the shared folder is gone, or the user is outside `make`
+    (x_train, _), _ = load_cifar10(download=False, verbose=False)
+    np.testing.assert_array_equal(x_train, train_x)

@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-wait-ms", type=float, default=5, help="how long a request waits for others to batch with")
     s.set_defaults(func=cmd_serve)
 
+    x = sub.add_parser("export", help="export to ONNX or TorchScript with the preprocessing folded in")
+    x.add_argument("model", nargs="?", help="model file or run folder (default: bundled pretrained)")
+    x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    x.add_argument("--out", help="output file (default: model.onnx / model.pt beside the model, or in .)")
+    x.set_defaults(func=cmd_export)
+
     lt = sub.add_parser("loadtest", help="bounded load test of a running server (loopback only)")
     lt.add_argument("--url", default="http://127.0.0.1:8000")
     lt.add_argument("--clients", type=int, default=32)
@@ -140,7 +146,12 @@ def cmd_train(args) -> int:
         train_subset=args.train_subset, test_subset=args.test_subset, progress=not args.quiet,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
     )  # fmt: skip
-    print(f"Test accuracy: {result.metrics.accuracy:.2%}  (model saved to {result.model_path})")
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(f"Test accuracy: {result.metrics.accuracy:.2%}  (model saved to {result.model_path})")
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return 0
 
 
@@ -246,6 +257,25 @@ def cmd_serve(args) -> int:
 
     serve(args.model, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 2**20),
           max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)  # fmt: skip
+    return 0
+
+
+def cmd_export(args) -> int:
+    from cifar_cnn.export import export
+    from cifar_cnn.predict import load
+
+    clf = load(args.model)
+    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    if args.out:
+        out = Path(args.out)
+    elif args.model:
+        model = Path(args.model)
+        out = (model / "model" if model.is_dir() else model).with_suffix(suffix)
+    else:
+        out = Path(f"{clf.name}{suffix}")
+    path = export(clf, out, args.format)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): input uint8 (N, 32, 32, 3) RGB, "
+          "outputs probabilities and logits; classes and mean/std in its metadata")  # fmt: skip
     return 0
 
 

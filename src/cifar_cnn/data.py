@@ -87,6 +87,10 @@ def locate(path: str | os.PathLike | None = None, *, download: bool = True, verb
     found = _find_in(cache_dir())
     if found is not None:
         return found
+    # A copy decoded earlier (from any source) stays usable, like keras' ~/.keras/datasets.
+    decoded = sorted(cache_dir().glob("cifar10-*.npz"), key=lambda p: p.stat().st_mtime)
+    if decoded:
+        return decoded[-1]
     if not download:
         raise DataError(
             f"CIFAR-10 not found in {cache_dir()}; set CIFAR_CNN_DATA to a folder with '{ARCHIVE_NAME}' or allow download"
@@ -174,13 +178,15 @@ def _fingerprint(source: Path) -> str:
 
 
 def _load_cached(source: Path, verbose: bool) -> Arrays:
-    cache = cache_dir() / f"cifar10-{_fingerprint(source)}.npz"
+    cache = source if source.suffix == ".npz" else cache_dir() / f"cifar10-{_fingerprint(source)}.npz"
     if cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as z:
                 return (z["x_train"], z["y_train"]), (z["x_test"], z["y_test"])
         except (OSError, ValueError, KeyError, EOFError):
             cache.unlink(missing_ok=True)  # a damaged cache is rebuilt, never trusted
+            if cache == source:
+                raise DataError(f"the cached copy {cache} was damaged and is removed; run again") from None
     if verbose:
         print(f"Decoding CIFAR-10 from {source} (once; cached in {cache.parent})", flush=True)
     arrays = read_source(source)

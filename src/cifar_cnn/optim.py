@@ -9,7 +9,7 @@ and the head use Nesterov SGD. All rates decay linearly to zero.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -65,13 +65,8 @@ class Optimizers:
     # held as dicts: Optimizer.load_state_dict (resume) replaces the group dicts.
     schedules: list[tuple[torch.optim.Optimizer, int, float, Callable[[int], float]]]
     loss_reduction: str  # airbench's rates are tuned for a summed loss
-    freeze: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (at step, parameter)
 
     def step(self, step: int) -> None:
-        for at_step, param in self.freeze:
-            if step >= at_step:
-                param.requires_grad_(False)
-                param.grad = None
         for opt, index, base_lr, multiplier in self.schedules:
             opt.param_groups[index]["lr"] = base_lr * multiplier(step)
         for opt in self.optimizers:
@@ -114,9 +109,9 @@ def _muon(model: nn.Module, recipe: Recipe, total_steps: int, steps_per_epoch: i
     schedules = [(sgd, 0, bias_lr, _linear_decay(whiten_steps))]
     schedules += [(sgd, i, sgd.param_groups[i]["lr"], decay) for i in (1, 2)]
     schedules += [(muon, 0, recipe.lr, decay)]
-    # The whitening bias trains only early on; then it is frozen (its lr has reached zero).
-    freeze = [(whiten_steps, model.whiten.bias)]
-    return Optimizers([sgd, muon], schedules, loss_reduction="sum", freeze=freeze)
+    # The whitening bias trains only early on: its lr reaches zero after `whiten_steps` and stays
+    # there, which freezes it without changing which parameters get gradients (DDP needs that).
+    return Optimizers([sgd, muon], schedules, loss_reduction="sum")
 
 
 def _adam(model: nn.Module, recipe: Recipe, total_steps: int) -> Optimizers:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cifar_cnn import __version__
+from cifar_cnn import __version__, distributed
 from cifar_cnn.calibrate import calibrate
 from cifar_cnn.checkpoint import (
     load_optimizer_tensors,
@@ -58,8 +58,10 @@ class EpochBatches:
     - translate: a random crop from reflect-padded images, drawn anew each epoch.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, seed: int):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, seed: int,
+                 rank: int = 0, world_size: int = 1):  # fmt: skip
         self.labels = labels
+        self.rank, self.world_size = rank, world_size  # under torchrun: this process's slice of each batch
         self.batch_size = min(recipe.batch_size, len(images))
         self.translate = recipe.translate
         self.size = images.shape[-1]
@@ -79,7 +81,7 @@ class EpochBatches:
             images = images.flip(-1)
         order = torch.randperm(len(images), generator=generator)
         for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size][self.rank :: self.world_size]
             yield images[idx], self.labels[idx]
 
 
@@ -106,10 +108,12 @@ def train(
         overrides: recipe fields to change, e.g. epochs=2.
     """
     recipe = (get_recipe(recipe) if isinstance(recipe, str) else recipe).override(**overrides)
-    dev = choose_device(device)
+    dev = distributed.device_for(choose_device(device))
+    ctx = distributed.init(dev)
     bf16 = use_bf16(dev)
+    progress = progress and ctx.is_main
     log = print if progress else (lambda *a, **k: None)
-    log(summary_line(dev))
+    log(summary_line(dev) + (f" | {ctx.world_size} processes (DDP)" if ctx.enabled else ""))
     start = time.perf_counter()
 
     (x_train, y_train), (x_test, y_test) = data if data is not None else load_cifar10(verbose=progress)
@@ -127,7 +131,7 @@ def train(
     model = create_model(recipe.model).to(dev, memory_format=torch.channels_last)
     if hasattr(model, "init_whiten"):
         model.init_whiten(train_x[:5000].to(dev))
-    batches = EpochBatches(train_x, train_y, recipe, seed)
+    batches = EpochBatches(train_x, train_y, recipe, seed, ctx.rank, ctx.world_size)
     steps_per_epoch = len(batches)
     total_steps = math.ceil(recipe.epochs * steps_per_epoch)
     opts = make_optimizers(model, recipe, total_steps, steps_per_epoch)
@@ -142,12 +146,14 @@ def train(
     log(f"Training {recipe.name}: model {recipe.model}, {len(train_x)} images, {recipe.epochs} epochs, "
         f"batch {batches.batch_size}, seed {seed}")  # fmt: skip
 
+    net = distributed.wrap(model, ctx, dev)  # the module that runs forward/backward
     n_epochs = math.ceil(total_steps / steps_per_epoch)
     first_epoch = state["epoch"]
     session_start = time.perf_counter()
     for epoch in range(state["epoch"], n_epochs):
         t0 = time.perf_counter()
-        stats = _run_epoch(model, batches, epoch, generator, opts, state, total_steps, recipe, dev, bf16, progress)
+        stats = _run_epoch(net, batches, epoch, generator, opts, state, total_steps, recipe, dev, bf16, progress,
+                           ctx.world_size)  # fmt: skip
         stats["seconds"] = time.perf_counter() - t0
         if recipe.eval_every_epoch and len(test_x):
             t1 = time.perf_counter()
@@ -158,8 +164,11 @@ def train(
         state["history"].append(stats)
         state["epoch"] = epoch + 1
         state["train_seconds"] += stats["seconds"]
-        if ckpt_path:
+        if ckpt_path and ctx.is_main:
             _save_checkpoint(ckpt_path, model, opts, generator, recipe, seed, state)
+        distributed.barrier(ctx)
+
+    distributed.sync_buffers(model, ctx)
 
     logits = predict_logits(model, test_x, tta=recipe.tta, batch_size=recipe.eval_batch_size, autocast=bf16)
     metrics = compute_metrics(logits, y_test, list(CLASS_NAMES))
@@ -173,14 +182,15 @@ def train(
     metadata = model_metadata(model, recipe, seed, metrics, state["history"], dev, total_train, elapsed)
     metadata.update(calibration)
     model_path = None
-    if out_dir:
+    if out_dir and ctx.is_main:
         model_path = Path(out_dir) / MODEL_NAME
         save_tensors(model_path, model.state_dict(), metadata)
     log(_summary_table(recipe, metrics, total_train, elapsed, time.perf_counter() - session_start, model_path))
     return TrainResult(model, metrics, metadata, model_path, state["history"], total_train, elapsed)
 
 
-def _run_epoch(model, batches, epoch, generator, opts: Optimizers, state, total_steps, recipe, dev, bf16, progress):
+def _run_epoch(model, batches, epoch, generator, opts: Optimizers, state, total_steps, recipe, dev, bf16, progress,
+               world_size=1):  # fmt: skip
     model.train()
     seen = correct = 0
     loss_sum = 0.0
@@ -193,7 +203,8 @@ def _run_epoch(model, batches, epoch, generator, opts: Optimizers, state, total_
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(inputs)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing, reduction="sum")
-        (loss if opts.loss_reduction == "sum" else loss / len(labels)).backward()
+        # DDP averages gradients over processes: scale a summed loss back up to the global sum.
+        (loss * world_size if opts.loss_reduction == "sum" else loss / len(labels)).backward()
         opts.step(state["step"])
         model.zero_grad(set_to_none=True)
         state["step"] += 1
@@ -263,9 +274,6 @@ def _load_checkpoint(path: Path, model, opts: Optimizers, generator, recipe: Rec
         raise CheckpointError(f"{path} does not match the model of recipe {recipe.name}: {exc}") from exc
     generator.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
-    for at_step, param in opts.freeze:  # parameters frozen before the checkpoint stay frozen
-        if meta["step"] >= at_step:
-            param.requires_grad_(False)
     return {k: meta[k] for k in ("epoch", "step", "history", "train_seconds")}
 
 
