@@ -67,7 +67,9 @@ def test_saved_model_round_trip(tiny_data, tmp_path):
     assert meta["versions"]["torch"] == torch.__version__ and "cpu" in meta["hardware"]
     clf = load(result.model_path)
     (_, _), (x_test, _) = tiny_data
-    expected = torch.softmax(train_module.predict_logits(result.model, clf.preprocess(x_test)), 1).numpy()
+    assert meta["temperature"] > 0 and 0 <= meta["uncertain_threshold"] <= 1 and meta["holdout_images"] == 6
+    logits = train_module.predict_logits(result.model, clf.preprocess(x_test))
+    expected = torch.softmax(logits / meta["temperature"], 1).numpy()  # calibrated probabilities
     assert abs(clf.predict_proba(x_test) - expected).max() < 1e-5
 
 

@@ -116,22 +116,15 @@ def train(
     log(summary_line(dev) + (f" | {ctx.world_size} processes (DDP)" if ctx.enabled else ""))
     start = time.perf_counter()
 
-    (x_train, y_train), (x_test, y_test) = data if data is not None else load_cifar10(verbose=progress)
-    x_train, y_train = x_train[:train_subset], y_train[:train_subset]
-    x_test, y_test = x_test[:test_subset], y_test[:test_subset]
-    holdout = min(recipe.holdout, len(x_train) // 10)  # the training batches are already shuffled
-    x_hold, y_hold = x_train[len(x_train) - holdout :], y_train[len(y_train) - holdout :]
-    x_train, y_train = x_train[: len(x_train) - holdout], y_train[: len(y_train) - holdout]
     store = torch.bfloat16 if bf16 else torch.float32  # autocast casts to bf16 anyway: store it so
-    train_x = to_tensor(x_train, dtype=store)
-    train_y = torch.as_tensor(y_train.ravel()).long()
-    test_x = to_tensor(x_test, dtype=store)
+    d = _prepare_data(data, recipe, train_subset, test_subset, store, verbose=progress)
+    train_x = d.train_x
 
     torch.manual_seed(seed)
     model = create_model(recipe.model).to(dev, memory_format=torch.channels_last)
     if hasattr(model, "init_whiten"):
         model.init_whiten(train_x[:5000].to(dev))
-    batches = EpochBatches(train_x, train_y, recipe, seed, ctx.rank, ctx.world_size)
+    batches = EpochBatches(train_x, d.train_y, recipe, seed, ctx.rank, ctx.world_size)
     steps_per_epoch = len(batches)
     total_steps = math.ceil(recipe.epochs * steps_per_epoch)
     opts = make_optimizers(model, recipe, total_steps, steps_per_epoch)
@@ -149,16 +142,15 @@ def train(
     net = distributed.wrap(model, ctx, dev)  # the module that runs forward/backward
     n_epochs = math.ceil(total_steps / steps_per_epoch)
     first_epoch = state["epoch"]
-    session_start = time.perf_counter()
     for epoch in range(state["epoch"], n_epochs):
         t0 = time.perf_counter()
         stats = _run_epoch(net, batches, epoch, generator, opts, state, total_steps, recipe, dev, bf16, progress,
                            ctx.world_size)  # fmt: skip
         stats["seconds"] = time.perf_counter() - t0
-        if recipe.eval_every_epoch and len(test_x):
+        if recipe.eval_every_epoch and len(d.test_x):
             t1 = time.perf_counter()
-            logits = predict_logits(model, test_x, tta=0, batch_size=recipe.eval_batch_size, autocast=bf16)
-            stats["test_accuracy"] = compute_metrics(logits, y_test, list(CLASS_NAMES)).accuracy
+            logits = predict_logits(model, d.test_x, tta=0, batch_size=recipe.eval_batch_size, autocast=bf16)
+            stats["test_accuracy"] = compute_metrics(logits, d.test_y, list(CLASS_NAMES)).accuracy
             stats["eval_seconds"] = time.perf_counter() - t1  # monitoring only: not counted as training time
             log(f"  epoch {epoch + 1}: test accuracy {stats['test_accuracy']:.2%}")
         state["history"].append(stats)
@@ -170,12 +162,7 @@ def train(
 
     distributed.sync_buffers(model, ctx)
 
-    logits = predict_logits(model, test_x, tta=recipe.tta, batch_size=recipe.eval_batch_size, autocast=bf16)
-    metrics = compute_metrics(logits, y_test, list(CLASS_NAMES))
-    calibration = {}
-    if holdout:
-        hold_logits = predict_logits(model, to_tensor(x_hold, dtype=store), tta=recipe.tta, autocast=bf16)
-        calibration = calibrate(hold_logits, y_hold)
+    metrics, calibration = _final_evaluation(model, d, recipe, bf16)
     monitoring = sum(h.get("eval_seconds", 0.0) for h in state["history"][first_epoch:])  # this call's epochs
     elapsed = time.perf_counter() - start - monitoring  # data in memory + training + final evaluation
     total_train = state["train_seconds"]
@@ -185,8 +172,47 @@ def train(
     if out_dir and ctx.is_main:
         model_path = Path(out_dir) / MODEL_NAME
         save_tensors(model_path, model.state_dict(), metadata)
-    log(_summary_table(recipe, metrics, total_train, elapsed, time.perf_counter() - session_start, model_path))
+    log(_summary_table(recipe, metrics, total_train, elapsed, model_path))
     return TrainResult(model, metrics, metadata, model_path, state["history"], total_train, elapsed)
+
+
+@dataclass
+class _Tensors:
+    """One run's data: normalized (N, 3, 32, 32) inputs, int64 training labels, uint8 (N, 1)
+    evaluation labels; `hold_*` are training images kept out of training for calibration."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: np.ndarray
+    hold_x: torch.Tensor
+    hold_y: np.ndarray
+
+
+def _prepare_data(data, recipe: Recipe, train_subset, test_subset, store: torch.dtype, verbose: bool) -> _Tensors:
+    (x_train, y_train), (x_test, y_test) = data if data is not None else load_cifar10(verbose=verbose)
+    x_train, y_train = x_train[:train_subset], y_train[:train_subset]
+    x_test, y_test = x_test[:test_subset], y_test[:test_subset]
+    n = len(x_train) - min(recipe.holdout, len(x_train) // 10)  # the official batches come shuffled
+    return _Tensors(
+        train_x=to_tensor(x_train[:n], dtype=store),
+        train_y=torch.as_tensor(y_train[:n].ravel()).long(),
+        test_x=to_tensor(x_test, dtype=store),
+        test_y=y_test,
+        hold_x=to_tensor(x_train[n:], dtype=store),
+        hold_y=y_train[n:],
+    )
+
+
+def _final_evaluation(model, d: _Tensors, recipe: Recipe, bf16: bool) -> tuple[Metrics, dict]:
+    """Test metrics (with the recipe's test-time augmentation) and the calibration fitted on
+    the held-out images."""
+    logits = predict_logits(model, d.test_x, tta=recipe.tta, batch_size=recipe.eval_batch_size, autocast=bf16)
+    metrics = compute_metrics(logits, d.test_y, list(CLASS_NAMES))
+    if not len(d.hold_x):
+        return metrics, {}
+    hold_logits = predict_logits(model, d.hold_x, tta=recipe.tta, autocast=bf16)
+    return metrics, calibrate(hold_logits, d.hold_y)
 
 
 def _run_epoch(model, batches, epoch, generator, opts: Optimizers, state, total_steps, recipe, dev, bf16, progress,
@@ -277,7 +303,7 @@ def _load_checkpoint(path: Path, model, opts: Optimizers, generator, recipe: Rec
     return {k: meta[k] for k in ("epoch", "step", "history", "train_seconds")}
 
 
-def _summary_table(recipe, metrics, train_seconds, elapsed, session_seconds, model_path) -> str:
+def _summary_table(recipe, metrics, train_seconds, elapsed, model_path) -> str:
     rows = [
         ("recipe", recipe.name),
         ("model", recipe.model),
