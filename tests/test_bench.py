@@ -38,3 +38,18 @@ def test_bench_writes_valid_results(real_data, tmp_path, capsys):
     assert main(["bench", "--seeds", "1", "--epochs", "1", "--train-subset", "400", "--test-subset", "200",
                  "--baseline", "none", "--out", str(tmp_path / "b"), "--compare", str(files[0])]) == 0  # fmt: skip
     assert "Compared with" in capsys.readouterr().out
+
+
+def test_profile_writes_an_operator_table(tmp_path):
+    from cifar_cnn.bench import profile_training
+
+    path = profile_training("keras_cnn", steps=1, out_dir=tmp_path)
+    text = path.read_text()
+    assert "Self CPU" in text and "convolution" in text
+
+
+def test_inference_backends_agree_on_rates(model_file):
+    from cifar_cnn.bench import inference_backends
+
+    result = inference_backends(str(model_file), batch=64, repeats=1)
+    assert result["pytorch_fp32"] > 0 and result["onnxruntime_fp32"] > 0 and result["model"] == "keras_cnn"

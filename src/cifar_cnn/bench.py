@@ -279,3 +279,79 @@ def comparison(new: dict, old: dict) -> str:
         if key in old and key in new:
             lines.append(f"  {key}: {old[key]:.4g} -> {new[key]:.4g} ({new[key] / old[key] - 1:+.1%})")
     return "\n".join(lines)
+
+
+def profile_training(recipe_name: str = "fast", steps: int = 4, out_dir: str | Path = "bench/results") -> Path:
+    """Where a training step's time goes: torch.profiler's per-operator table for a few steps
+    of the recipe at its real batch size, on random data."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from cifar_cnn.optim import make_optimizers
+
+    recipe = get_recipe(recipe_name)
+    device = choose_device()
+    bf16 = use_bf16(device)
+    model = create_model(recipe.model).to(device, memory_format=torch.channels_last)
+    opts = make_optimizers(model, recipe, total_steps=100, steps_per_epoch=25)
+    x = torch.randn(recipe.batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (recipe.batch_size,), device=device)
+
+    def step(i: int) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x).float(), y, reduction="sum")
+        loss.backward()
+        opts.step(i)
+        model.zero_grad(set_to_none=True)
+
+    step(0)  # warm-up: oneDNN picks its kernels on the first call
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for i in range(steps):
+            step(i + 1)
+    sort = "cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=25)
+    hw = describe(device)
+    header = f"Profile of {steps} training steps of '{recipe_name}' (batch {recipe.batch_size}) on {hw.get('gpu', hw['cpu'])}, {_now()}\n"
+    path = Path(out_dir) / f"profile-{recipe_name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + table)
+    return path
+
+
+@torch.no_grad()
+def inference_backends(model_path: str | None = None, batch: int = 1000, repeats: int = 3) -> dict:
+    """Batched images/s of the same model in PyTorch (fp32 and bf16 autocast) and ONNX Runtime."""
+    import tempfile
+
+    from cifar_cnn.evaluate import predict_logits
+    from cifar_cnn.export import export_onnx
+    from cifar_cnn.predict import load
+
+    clf = load(model_path)
+    images = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
+    x = clf.preprocess(images)
+
+    def rate(fn) -> float:
+        fn()
+        best = min(_timed(fn) for _ in range(repeats))
+        return batch / best
+
+    results = {"model": clf.name, "batch": batch, "hardware": describe(torch.device("cpu"))}
+    results["pytorch_fp32"] = rate(lambda: predict_logits(clf.model, x, tta=0, batch_size=batch))
+    if use_bf16(torch.device("cpu")):
+        results["pytorch_bf16"] = rate(lambda: predict_logits(clf.model, x, tta=0, batch_size=batch, autocast=True))
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return results
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(clf, Path(tmp) / "m.onnx")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        results["onnxruntime_fp32"] = rate(lambda: session.run(None, {"images": images}))
+    return results
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t

@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--epochs", type=float, help="override epochs (both recipes; for quick checks)")
     b.add_argument("--train-subset", type=int)
     b.add_argument("--test-subset", type=int)
+    b.add_argument("--profile", action="store_true", help="only profile a few training steps (torch.profiler)")
+    b.add_argument(
+        "--inference",
+        metavar="MODEL",
+        nargs="?",
+        const="",
+        help="only compare inference speed: PyTorch fp32/bf16 vs ONNX Runtime (default: bundled model)",
+    )
     b.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("report", help="HTML report + PNG figures: per-class scores, confusion, mistakes, calibration")
@@ -205,8 +213,17 @@ def _format_prediction(p) -> str:
 
 
 def cmd_bench(args) -> int:
-    from cifar_cnn.bench import bench
+    from cifar_cnn.bench import bench, inference_backends, profile_training
 
+    if args.profile:
+        path = profile_training(args.recipe, out_dir=args.out)
+        print(path.read_text())
+        print(f"written to {path}")
+        return 0
+    if args.inference is not None:
+        result = inference_backends(args.inference or None)
+        print(json.dumps(result, indent=2))
+        return 0
     if args.seeds < 1:
         raise CifarCnnError("--seeds must be at least 1")
     bench(
