@@ -39,3 +39,13 @@ def test_whitening_stem_whitens():
     out = torch.nn.functional.conv2d(images, model.whiten.weight[:12])
     cov = torch.cov(out.permute(1, 0, 2, 3).reshape(12, -1))
     assert torch.allclose(cov, torch.eye(12), atol=0.05)
+
+
+def test_keras_style_summary():
+    from cifar_cnn.models import summary
+
+    text = summary(create_model("keras_cnn"))
+    assert "(None, 64, 6, 6)" in text and "Total params: 1,250,858" in text
+    assert "Non-trainable params: 0" in text
+    fast = summary(create_model("fast"))
+    assert "Non-trainable params: 0" not in fast  # the whitening filters and BN scales are fixed

@@ -58,7 +58,7 @@ def test_walkthrough_runs_top_to_bottom(tmp_path, real_data):
     run(nb, tmp_path)
     text = "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
     assert "(50000, 32, 32, 3) uint8 (50000, 1) (10000, 32, 32, 3)" in text
-    assert "1,250,858 trainable parameters" in text
+    assert "Total params: 1,250,858" in text
     assert "Test accuracy:" in text and "Confusion matrix" in text
     assert "image/png" in text  # the sample grid and learning curves were drawn
     assert (tmp_path / "runs" / "notebook" / "model.safetensors").is_file()

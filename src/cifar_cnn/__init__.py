@@ -20,5 +20,5 @@ from cifar_cnn.train import TrainResult, train
 __all__ = [
     "CLASS_NAMES", "RECIPES", "CheckpointError", "CifarCnnError", "Classifier", "DataError", "ImageError",
     "Prediction", "Recipe", "TrainResult", "compute_metrics", "create_model", "get_recipe", "list_models",
-    "load", "load_cifar10", "train",
+    "load", "load_cifar10", "summary", "train",
 ]  # fmt: skip

@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     lt.set_defaults(func=cmd_loadtest)
 
     m = sub.add_parser("models", help="list the registered models")
+    m.add_argument("--summary", metavar="NAME", help="print a Keras-style summary of one model")
     m.set_defaults(func=cmd_models)
 
     i = sub.add_parser("info", help="show a model file's metadata")
@@ -307,8 +308,11 @@ def cmd_loadtest(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from cifar_cnn.models import get_model_config, list_models
+    from cifar_cnn.models import create_model, get_model_config, list_models, summary
 
+    if args.summary:
+        print(summary(create_model(args.summary)))
+        return 0
     for name in list_models():
         c = get_model_config(name)
         print(f"{name:<10} {c.description}")

@@ -54,3 +54,37 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     model = builder(num_classes=num_classes, **{**config.kwargs, **kwargs})
     model.model_name = name  # type: ignore[assignment]
     return model
+
+
+def summary(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) -> str:
+    """A Keras-style `model.summary()`: each leaf layer with its output shape and parameters."""
+    import torch
+
+    rows: list[tuple[str, str, int]] = []
+    hooks = []
+    for name, module in model.named_modules():
+        if next(module.children(), None) is None:  # leaf layers only
+
+            def hook(mod, _inputs, output, name=name):
+                shape = tuple(output.shape) if isinstance(output, torch.Tensor) else "?"
+                params = sum(p.numel() for p in mod.parameters(recurse=False))
+                rows.append((f"{name} ({type(mod).__name__})", str(shape).replace("(1,", "(None,"), params))
+
+            hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(input_size))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    width = max(len(r[0]) for r in rows) + 2
+    lines = [f"{'Layer (type)':<{width}}{'Output Shape':<22}{'Param #':>10}", "=" * (width + 32)]
+    lines += [f"{n:<{width}}{s:<22}{p:>10,}" for n, s, p in rows]
+    lines += ["=" * (width + 32), f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+              f"Non-trainable params: {total - trainable:,}"]  # fmt: skip
+    return "\n".join(lines)
