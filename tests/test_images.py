@@ -1,8 +1,6 @@
 """Odd user images: every mode and format, damaged files, hostile sizes."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -10,12 +8,7 @@ from PIL import Image
 
 from cifar_cnn.errors import ImageError
 from cifar_cnn.images import load_image, open_image
-
-
-def encode(image: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **kw)
-    return buf.getvalue()
+from helpers import encode, png_header_only
 
 
 def gradient(w=64, h=48) -> Image.Image:
@@ -106,18 +99,6 @@ def test_missing_file_and_folder(tmp_path):
         load_image(tmp_path / "nope.jpg")
     with pytest.raises(ImageError, match="folder"):
         load_image(tmp_path)
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims a huge size: the limit must trip before any pixel is decoded."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
-    )
 
 
 def test_huge_pixel_count_is_refused():

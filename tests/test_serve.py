@@ -1,8 +1,6 @@
 """The HTTP API through the ASGI test client: predictions, limits, and every kind of bad file."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -11,25 +9,12 @@ from PIL import Image
 
 from cifar_cnn.predict import load
 from cifar_cnn.serve import create_app
-
-
-def encode(image: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **kw)
-    return buf.getvalue()
+from helpers import encode, png_header_only
 
 
 def photo(w=200, h=150) -> Image.Image:
     rng = np.random.default_rng(1)
     return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-
-
-def big_png_header(w: int, h: int) -> bytes:
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +66,7 @@ def test_predict_several_images(client, model_file):
         ("empty.jpg", b"", 422),
         ("truncated.jpg", encode(photo(400, 300), "JPEG")[:3000], 422),
         ("text.png", b"hello, I am not a PNG", 415),
-        ("huge.png", big_png_header(20000, 20000), 413),
+        ("huge.png", png_header_only(20000, 20000), 413),
     ],
 )
 def test_bad_files_get_clear_json_errors(client, name, data, status):
