@@ -69,3 +69,20 @@ def test_evaluate_on_real_test_set(model_file, real_data, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 500 and len(result["per_class_accuracy"]) == 10
     assert np.array(result["confusion_matrix"]).sum() == 500
+
+
+@pytest.mark.parametrize("option", [["--epochs", "0"], ["--batch-size", "-5"], ["--lr", "-1"]])
+def test_bad_training_options(option, tmp_path, capsys, tiny_archive):
+    archive, _ = tiny_archive
+    code = main(["train", "--recipe", "keras_cnn", "--out", str(tmp_path / "o"), "--data", str(archive), *option])
+    assert code == 2 and "must be positive" in capsys.readouterr().err
+
+
+def test_unwritable_output(tmp_path, capsys, tiny_archive):
+    archive, _ = tiny_archive
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = main(
+        ["train", "--recipe", "keras_cnn", "--epochs", "1", "--out", str(blocker / "run"), "--data", str(archive)]
+    )
+    assert code == 2 and "error:" in capsys.readouterr().err

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # bad option values (unknown model or recipe, bad device...)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as exc:  # unwritable output folder, full disk...
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

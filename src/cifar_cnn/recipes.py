@@ -27,6 +27,12 @@ class Recipe:
     eval_batch_size: int = 1000
     holdout: int = 1000  # last N training images kept out of training to fit calibration on
 
+    def __post_init__(self) -> None:
+        if not self.epochs > 0 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"recipe {self.name!r}: epochs, batch size and lr must be positive")
+        if self.tta not in (0, 1, 2) or self.translate < 0 or self.holdout < 0:
+            raise ValueError(f"recipe {self.name!r}: tta must be 0, 1 or 2; translate and holdout >= 0")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -108,6 +108,8 @@ def train(
         overrides: recipe fields to change, e.g. epochs=2.
     """
     recipe = (get_recipe(recipe) if isinstance(recipe, str) else recipe).override(**overrides)
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)  # fail now, not after the first epoch
     dev = distributed.device_for(choose_device(device))
     ctx = distributed.init(dev)
     bf16 = use_bf16(dev)
