@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent(
     from cifar_cnn.train import train
 
     out = sys.argv[1]
-    result = train("fast", data=load_cifar10(verbose=False), train_subset=2000, test_subset=1000, epochs=2,
+    result = train("fast", data=load_cifar10(verbose=False), train_subset=5000, test_subset=1000, epochs=2,
                    batch_size=500, progress=False, seed=0)
     rank = dist.get_rank() if dist.is_initialized() else "single"
     state = {k: v.contiguous() for k, v in result.model.state_dict().items()}
@@ -55,7 +55,7 @@ def test_two_process_gloo_training(tmp_path, real_data):
             return float(f.metadata()["accuracy"])
 
     ddp, one = accuracy("rank-0.safetensors"), accuracy("rank-single.safetensors")
-    assert ddp > 0.3 and one > 0.3  # both learned (chance is 10%)
+    assert ddp > 0.35 and one > 0.35  # both learned (chance is 10%)
     assert abs(ddp - one) < 0.05, (ddp, one)  # same global batch and schedule: close results
     s = load_file(tmp_path / "rank-single.safetensors")
     w_ddp, w_one = r0["head.weight"], s["head.weight"]

@@ -23,9 +23,9 @@ def test_onnx_matches_pytorch_on_real_images(model_file, images, tmp_path):
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     for batch in (images[:1], images):  # the batch dimension is dynamic
         probs, logits = session.run(None, {"images": batch})
-        expected = clf.logits(batch, tta=0).numpy()
+        expected = clf.logits(batch, tta=0, bf16=False).numpy()
         np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
-        np.testing.assert_allclose(probs, clf.predict_proba(batch, tta=0), atol=1e-5)
+        np.testing.assert_allclose(probs, clf.predict_proba(batch, tta=0, bf16=False), atol=1e-5)
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(meta["classes"]) == clf.classes and len(json.loads(meta["mean"])) == 3
 
@@ -38,5 +38,7 @@ def test_torchscript_matches_pytorch(model_file, images, tmp_path):
     with torch.no_grad():
         probs, logits = module(torch.from_numpy(images))
     np.testing.assert_allclose(probs.sum(1).numpy(), 1, atol=1e-5)
-    np.testing.assert_allclose(logits.numpy(), load(model_file).logits(images, tta=0).numpy(), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        logits.numpy(), load(model_file).logits(images, tta=0, bf16=False).numpy(), atol=1e-4, rtol=1e-4
+    )
     assert json.loads(extra["metadata.json"])["model"] == "keras_cnn"

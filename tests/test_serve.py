@@ -57,7 +57,7 @@ def test_predict_several_images(client, model_file):
     # The server answers what the Python API answers for the same file.
     expected = load(model_file).predict(jpg)
     assert body[0]["predictions"][0]["label"] == expected.label
-    assert body[0]["predictions"][0]["score"] == pytest.approx(expected.score, abs=1e-5)
+    assert body[0]["predictions"][0]["score"] == pytest.approx(expected.score, abs=5e-3)  # bf16, other batch
 
 
 @pytest.mark.parametrize(

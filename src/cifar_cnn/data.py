@@ -142,6 +142,16 @@ def download_archive(dest: Path, url: str = URL, md5: str = OFFICIAL_MD5, verbos
     return dest
 
 
+def arrays_sha256(arrays: Arrays) -> str:
+    """A checksum of the decoded data itself (images and labels of both splits), stored with
+    every model so that its numbers can be traced to the exact data they came from."""
+    digest = hashlib.sha256()
+    for split in arrays:
+        for a in split:
+            digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()
+
+
 def sha256sum(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -17,7 +17,7 @@ import torch
 from cifar_cnn.checkpoint import load_tensors
 from cifar_cnn.errors import CheckpointError, ImageError
 from cifar_cnn.evaluate import predict_logits
-from cifar_cnn.hardware import choose_device
+from cifar_cnn.hardware import choose_device, use_bf16
 from cifar_cnn.images import ImageInput, load_image
 from cifar_cnn.models import create_model
 from cifar_cnn.preprocess import to_tensor
@@ -63,6 +63,8 @@ class Classifier:
         self.temperature = float(metadata.get("temperature", 1.0))
         self.uncertain_threshold = float(metadata.get("uncertain_threshold", 0.0))
         self.tta = int(metadata.get("recipe", {}).get("tta", 0))
+        # bf16 where the hardware has native bf16 math: as in training, and ~3x faster on such CPUs.
+        self.bf16 = use_bf16(self.device)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str | None = None) -> Classifier:
@@ -93,13 +95,15 @@ class Classifier:
         """uint8 (N, 32, 32, 3) -> normalized model input, exactly as in training."""
         return to_tensor(images, self.mean, self.std)
 
-    def logits(self, images: np.ndarray, tta: int | None = None) -> torch.Tensor:
+    def logits(self, images: np.ndarray, tta: int | None = None, bf16: bool | None = None) -> torch.Tensor:
+        """Logits (N, classes); `tta` defaults to the recipe's, `bf16` to what the hardware suits."""
         x = self.preprocess(images)
-        return predict_logits(self.model, x, tta=self.tta if tta is None else tta, batch_size=500)
+        tta = self.tta if tta is None else tta
+        return predict_logits(self.model, x, tta=tta, batch_size=500, autocast=self.bf16 if bf16 is None else bf16)
 
-    def predict_proba(self, images: np.ndarray, tta: int | None = None) -> np.ndarray:
+    def predict_proba(self, images: np.ndarray, tta: int | None = None, bf16: bool | None = None) -> np.ndarray:
         """Calibrated class probabilities (N, classes) for uint8 images (N, 32, 32, 3)."""
-        return torch.softmax(self.logits(images, tta) / self.temperature, dim=1).numpy()
+        return torch.softmax(self.logits(images, tta, bf16) / self.temperature, dim=1).numpy()
 
     def predict(self, inputs: ImageInput | list[ImageInput], top_k: int = 5) -> Prediction | list[Prediction]:
         """Top-k labels with probabilities for one image or a list (paths, bytes, PIL images,

@@ -27,7 +27,7 @@ from cifar_cnn.checkpoint import (
     save_tensors,
     split_prefix,
 )
-from cifar_cnn.data import CLASS_NAMES, load_cifar10
+from cifar_cnn.data import CLASS_NAMES, arrays_sha256, load_cifar10
 from cifar_cnn.errors import CheckpointError
 from cifar_cnn.evaluate import Metrics, compute_metrics, predict_logits
 from cifar_cnn.hardware import choose_device, describe, summary_line, use_bf16
@@ -170,6 +170,8 @@ def train(
     total_train = state["train_seconds"]
     metadata = model_metadata(model, recipe, seed, metrics, state["history"], dev, total_train, elapsed)
     metadata.update(calibration)
+    metadata["data"] = {"sha256": d.sha256, "train_images": len(d.train_x), "holdout_images": len(d.hold_x),
+                        "test_images": len(d.test_x)}  # fmt: skip
     model_path = None
     if out_dir and ctx.is_main:
         model_path = Path(out_dir) / MODEL_NAME
@@ -189,10 +191,12 @@ class _Tensors:
     test_y: np.ndarray
     hold_x: torch.Tensor
     hold_y: np.ndarray
+    sha256: str  # of the full arrays given, before subsets: identifies the data set copy
 
 
 def _prepare_data(data, recipe: Recipe, train_subset, test_subset, store: torch.dtype, verbose: bool) -> _Tensors:
-    (x_train, y_train), (x_test, y_test) = data if data is not None else load_cifar10(verbose=verbose)
+    data = data if data is not None else load_cifar10(verbose=verbose)
+    (x_train, y_train), (x_test, y_test) = data
     x_train, y_train = x_train[:train_subset], y_train[:train_subset]
     x_test, y_test = x_test[:test_subset], y_test[:test_subset]
     n = len(x_train) - min(recipe.holdout, len(x_train) // 10)  # the official batches come shuffled
@@ -203,6 +207,7 @@ def _prepare_data(data, recipe: Recipe, train_subset, test_subset, store: torch.
         test_y=y_test,
         hold_x=to_tensor(x_train[n:], dtype=store),
         hold_y=y_train[n:],
+        sha256=arrays_sha256(data),
     )
 
 
