@@ -24,16 +24,23 @@ def to_tensor(
     mean: Sequence[float] = CIFAR10_MEAN,
     std: Sequence[float] = CIFAR10_STD,
     dtype: torch.dtype = torch.float32,
+    chunk: int = 8192,
 ) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> normalized float (N, 3, H, W), channels_last."""
+    """uint8 (N, H, W, 3) -> normalized float (N, 3, H, W), channels_last.
+
+    Works in chunks so that converting all 50,000 training images never holds float32 copies
+    of the whole set (peak memory stays near the size of the result)."""
     x = torch.as_tensor(images)
     if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"expected uint8 images of shape (N, H, W, 3), got {tuple(x.shape)} {x.dtype}")
-    x = x.permute(0, 3, 1, 2).float().div_(255)
     m = torch.tensor(mean).view(1, 3, 1, 1)
     s = torch.tensor(std).view(1, 3, 1, 1)
-    x = (x - m) / s
-    return x.to(dtype).contiguous(memory_format=torch.channels_last)
+    n, h, w, _ = x.shape
+    out = torch.empty((n, 3, h, w), dtype=dtype).contiguous(memory_format=torch.channels_last)
+    for start in range(0, n, chunk):
+        part = x[start : start + chunk].permute(0, 3, 1, 2).float().div_(255)
+        out[start : start + chunk] = (part - m) / s
+    return out
 
 
 def batch_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
