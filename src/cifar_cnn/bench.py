@@ -192,6 +192,7 @@ def bench(
     n_train, n_test = train_subset or 50000, test_subset or 10000
     result = bench_recipe(main_recipe, list(range(seeds)), train_subset, test_subset, save_models, log)
     _add_efficiency(result, main_recipe, peak, n_train, n_test)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     report = {**result, "hardware": hardware, "gemm_peak_flops": peak, "date": _now(), "overrides": overrides}
     if baseline:
         base_recipe = get_recipe(baseline).override(**overrides)
