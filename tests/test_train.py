@@ -122,9 +122,9 @@ def test_kill_9_then_resume(tmp_path, real_data):
 
 @pytest.mark.slow
 def test_short_training_on_real_data_learns(real_data):
-    """fast recipe, 2 epochs on 10,000 real images: far above the 10% of chance."""
-    result = train("fast", data=real_data, epochs=2, train_subset=10000, test_subset=2000, progress=False)
-    assert result.metrics.accuracy > 0.5, result.metrics.accuracy
+    """fast recipe, 3 short epochs (12 steps) on 10,000 real images: far above the 10% of chance."""
+    result = train("fast", data=real_data, epochs=3, train_subset=10000, test_subset=2000, progress=False)
+    assert result.metrics.accuracy > 0.45, result.metrics.accuracy
 
 
 @pytest.mark.slow

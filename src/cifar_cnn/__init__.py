@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 from cifar_cnn.data import CLASS_NAMES, load_cifar10
 from cifar_cnn.errors import CheckpointError, CifarCnnError, DataError, ImageError
 from cifar_cnn.evaluate import compute_metrics
-from cifar_cnn.models import create_model, list_models
+from cifar_cnn.models import create_model, list_models, summary
 from cifar_cnn.predict import Classifier, Prediction, load
 from cifar_cnn.recipes import RECIPES, Recipe, get_recipe
 from cifar_cnn.train import TrainResult, train

@@ -247,7 +247,7 @@ def _evaluation_set(args, clf):
             print(f"warning: skipped {problem}", file=sys.stderr)
         name = f"images in {args.images}"
     else:
-        _, (x, y) = load_cifar10(args.data)
+        _, (x, y) = load_cifar10(args.data, verbose=not getattr(args, "json", False))
         name = "CIFAR-10 test set"
     return x[: args.test_subset], y[: args.test_subset], name
 

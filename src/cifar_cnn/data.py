@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import pickle
+import sys
 import tarfile
 import tempfile
 import urllib.request
@@ -198,13 +199,13 @@ def _load_cached(source: Path, verbose: bool) -> Arrays:
             if cache == source:
                 raise DataError(f"the cached copy {cache} was damaged and is removed; run again") from None
     if verbose:
-        print(f"Decoding CIFAR-10 from {source} (once; cached in {cache.parent})", flush=True)
+        print(f"Decoding CIFAR-10 from {source} (once; cached in {cache.parent})", file=sys.stderr, flush=True)
     arrays = read_source(source)
     try:
         _save_npz_atomic(cache, arrays)
     except OSError as exc:  # a read-only or full cache folder only costs speed
         if verbose:
-            print(f"warning: could not write the cache {cache}: {exc}")
+            print(f"warning: could not write the cache {cache}: {exc}", file=sys.stderr)
     return arrays
 
 
