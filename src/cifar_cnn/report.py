@@ -212,6 +212,7 @@ def _curves_figure(history: list[dict], path: Path) -> Path:
     axes[2].set_title("learning rate (end of epoch)")
     for ax in axes:
         ax.set_xlabel("epoch")
+    fig.tight_layout()
     return _save(fig, path)
 
 
