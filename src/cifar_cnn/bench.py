@@ -65,13 +65,17 @@ def step_flops(recipe: Recipe, batch_size: int) -> tuple[int, int]:
     return train, counter.get_total_flops()
 
 
-def run_flops(recipe: Recipe, n_train: int, n_test: int) -> float:
-    """FLOPs of a whole run: every training step plus the final (test-time augmented) evaluation."""
+def _eval_passes(recipe: Recipe) -> int:
+    return {0: 1, 1: 2}.get(recipe.tta, 6)  # forward passes per test image under its TTA
+
+
+def run_flops(recipe: Recipe, n_train: int, n_test: int) -> tuple[float, float]:
+    """(training FLOPs, final-evaluation FLOPs) of a whole run: every training step, then the
+    test-time augmented evaluation of the test set."""
     batch = min(recipe.batch_size, n_train)
     steps = math.ceil(recipe.epochs * (n_train // batch))
     per_step, per_image = step_flops(recipe, batch)
-    passes = {0: 1, 1: 2}.get(recipe.tta, 6)
-    return steps * per_step + n_test * passes * per_image
+    return steps * per_step, n_test * _eval_passes(recipe) * per_image
 
 
 def _train_one(recipe: Recipe, seed: int, train_subset, test_subset, save_dir) -> dict:
@@ -211,15 +215,14 @@ def bench(
 
 
 def _add_efficiency(result: dict, recipe: Recipe, peak: float, n_train: int, n_test: int) -> None:
-    flops = run_flops(recipe, n_train, n_test)
-    _per_step, per_image = step_flops(recipe, min(recipe.batch_size, n_train))
-    train_flops = flops - n_test * {0: 1, 1: 2}.get(recipe.tta, 6) * per_image
-    result["run_pflops"] = flops / 1e15
+    train_flops, eval_flops = run_flops(recipe, n_train, n_test)
+    result["run_pflops"] = (train_flops + eval_flops) / 1e15
     result["achieved_train_flops"] = train_flops / result["train_seconds"]
     result["train_efficiency"] = result["achieved_train_flops"] / peak
     result["train_images_per_second"] = statistics.fmean(
         h["images_per_second"] for r in result["runs"] for h in r["history"]
     )
+    per_image = eval_flops / max(n_test * _eval_passes(recipe), 1)
     result["inference_efficiency"] = result["inference_images_per_second"] * per_image / peak
 
 
