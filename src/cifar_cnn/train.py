@@ -120,13 +120,12 @@ def train(
 
     store = torch.bfloat16 if bf16 else torch.float32  # autocast casts to bf16 anyway: store it so
     d = _prepare_data(data, recipe, train_subset, test_subset, store, verbose=progress)
-    train_x = d.train_x
 
     torch.manual_seed(seed)
     model = create_model(recipe.model).to(dev, memory_format=torch.channels_last)
     if hasattr(model, "init_whiten"):
-        model.init_whiten(train_x[:5000].to(dev))
-    batches = EpochBatches(train_x, d.train_y, recipe, seed, ctx.rank, ctx.world_size)
+        model.init_whiten(d.train_x[:5000].to(dev))
+    batches = EpochBatches(d.train_x, d.train_y, recipe, seed, ctx.rank, ctx.world_size)
     steps_per_epoch = len(batches)
     total_steps = math.ceil(recipe.epochs * steps_per_epoch)
     opts = make_optimizers(model, recipe, total_steps, steps_per_epoch)
@@ -138,7 +137,7 @@ def train(
             raise CheckpointError(f"nothing to resume: no {CHECKPOINT_NAME} in {out_dir}")
         state = _load_checkpoint(ckpt_path, model, opts, generator, recipe)
         log(f"Resuming {recipe.name} from epoch {state['epoch']} (step {state['step']}) of {ckpt_path}")
-    log(f"Training {recipe.name}: model {recipe.model}, {len(train_x)} images, {recipe.epochs} epochs, "
+    log(f"Training {recipe.name}: model {recipe.model}, {len(d.train_x)} images, {recipe.epochs} epochs, "
         f"batch {batches.batch_size}, seed {seed}")  # fmt: skip
 
     net = distributed.wrap(model, ctx, dev)  # the module that runs forward/backward
