@@ -28,9 +28,10 @@ from cifar_cnn.models import create_model
 from cifar_cnn.recipes import Recipe, get_recipe
 
 
-def gemm_peak(device: torch.device, n: int = 4096, repeats: int = 5) -> float:
+def gemm_peak(device: torch.device, n: int | None = None, repeats: int = 5) -> float:
     """FLOP/s of a large square matrix multiply in the training precision: the practical
     ceiling for convolution-heavy training on this machine."""
+    n = n or (8192 if device.type == "cuda" else 4096)  # big enough to fill the machine
     dtype = torch.bfloat16 if use_bf16(device) else torch.float32
     a = torch.randn(n, n, dtype=dtype, device=device)
     b = torch.randn(n, n, dtype=dtype, device=device)
@@ -78,7 +79,7 @@ def run_flops(recipe: Recipe, n_train: int, n_test: int) -> tuple[float, float]:
     return steps * per_step, n_test * _eval_passes(recipe) * per_image
 
 
-def _train_one(recipe: Recipe, seed: int, train_subset, test_subset, save_dir) -> dict:
+def _train_one(recipe: Recipe, seed: int, train_subset, test_subset, save_dir, compile: bool = False) -> dict:
     """Runs in a fresh process: one training run, with its own peak memory."""
     from cifar_cnn.data import load_cifar10
     from cifar_cnn.train import train
@@ -88,9 +89,12 @@ def _train_one(recipe: Recipe, seed: int, train_subset, test_subset, save_dir) -
     load_seconds = time.perf_counter() - t0
     out_dir = Path(save_dir) / f"{recipe.name}-seed{seed}" if save_dir else None
     result = train(recipe, data=data, seed=seed, out_dir=out_dir, train_subset=train_subset, test_subset=test_subset,
-                   progress=False)  # fmt: skip
+                   progress=False, compile=compile)  # fmt: skip
     bench_inference = inference_speed(result.model, recipe)
+    device = next(result.model.parameters()).device
+    gpu = {"peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20} if device.type == "cuda" else {}
     return {
+        **gpu,
         "seed": seed,
         "accuracy": result.metrics.accuracy,
         "train_seconds": result.train_seconds,
@@ -127,12 +131,12 @@ def inference_speed(model: torch.nn.Module, recipe: Recipe, batch: int = 1000) -
 
 
 def bench_recipe(
-    recipe: Recipe, seeds: list[int], train_subset=None, test_subset=None, save_dir=None, log=print
+    recipe: Recipe, seeds: list[int], train_subset=None, test_subset=None, save_dir=None, log=print, compile=False
 ) -> dict:
     runs = []
     for seed in seeds:
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-            run = pool.submit(_train_one, recipe, seed, train_subset, test_subset, save_dir).result()
+            run = pool.submit(_train_one, recipe, seed, train_subset, test_subset, save_dir, compile).result()
         log(f"  {recipe.name} seed {seed}: {run['accuracy']:.2%} in {run['total_seconds']:.1f} s end to end "
             f"({run['train_seconds']:.1f} s training), peak {run['peak_rss_mib']:.0f} MiB")  # fmt: skip
         runs.append(run)
@@ -147,6 +151,7 @@ def bench_recipe(
         "train_seconds": mean([r["train_seconds"] for r in runs]),
         "total_seconds": mean([r["total_seconds"] for r in runs]),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        **({"peak_gpu_mib": max(r["peak_gpu_mib"] for r in runs)} if "peak_gpu_mib" in runs[0] else {}),
         "inference_images_per_second": mean([r["inference_images_per_second"] for r in runs]),
         "latency_ms": mean([r["latency_ms"] for r in runs]),
         "latency_ms_tta": mean([r["latency_ms_tta"] for r in runs]),
@@ -182,6 +187,7 @@ def bench(
     test_subset: int | None = None,
     save_models: str | Path | None = None,
     log=print,
+    compile: bool = False,
     **overrides,
 ) -> tuple[dict, Path]:
     """Benchmark `recipe` over `seeds` seeds (and `baseline` over one), write JSON + markdown."""
@@ -194,13 +200,14 @@ def bench(
     # Per-epoch test accuracy (not counted as training time) gives the time-to-accuracy curve.
     main_recipe = get_recipe(recipe).override(**overrides, eval_every_epoch=True)
     n_train, n_test = train_subset or 50000, test_subset or 10000
-    result = bench_recipe(main_recipe, list(range(seeds)), train_subset, test_subset, save_models, log)
+    result = bench_recipe(main_recipe, list(range(seeds)), train_subset, test_subset, save_models, log, compile)
     _add_efficiency(result, main_recipe, peak, n_train, n_test)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    report = {**result, "hardware": hardware, "gemm_peak_flops": peak, "date": _now(), "overrides": overrides}
+    report = {**result, "hardware": hardware, "gemm_peak_flops": peak, "date": _now(), "overrides": overrides,
+              "compile": compile}  # fmt: skip
     if baseline:
         base_recipe = get_recipe(baseline).override(**overrides)
-        base = bench_recipe(base_recipe, [0], train_subset, test_subset, save_models, log)
+        base = bench_recipe(base_recipe, [0], train_subset, test_subset, save_models, log, compile)
         _add_efficiency(base, base_recipe, peak, n_train, n_test)
         to_pass = time_to_accuracy(result["runs"], base["mean_accuracy"])
         base["time_to_pass_seconds"] = to_pass

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=float, help="override the recipe's number of epochs")
     t.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     t.add_argument("--lr", type=float, help="override the recipe's learning rate")
+    t.add_argument("--compile", action="store_true", help="run training through torch.compile (for GPUs)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
     t.add_argument("--data", help="CIFAR-10 folder or archive (default: $CIFAR_CNN_DATA, cache, download)")
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--train-subset", type=int)
     b.add_argument("--test-subset", type=int)
     b.add_argument("--profile", action="store_true", help="only profile a few training steps (torch.profiler)")
+    b.add_argument("--compile", action="store_true", help="train through torch.compile (for GPUs)")
     b.add_argument(
         "--inference",
         metavar="MODEL",
@@ -156,7 +158,7 @@ def cmd_train(args) -> int:
     result = train(
         args.recipe, data=data, out_dir=out, seed=args.seed, resume=args.resume, device=args.device,
         train_subset=args.train_subset, test_subset=args.test_subset, progress=not args.quiet,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, compile=args.compile,
     )  # fmt: skip
     import torch.distributed as dist
 
@@ -233,7 +235,7 @@ def cmd_bench(args) -> int:
     bench(
         args.recipe, seeds=args.seeds, baseline=None if args.baseline == "none" else args.baseline,
         out_dir=args.out, compare=args.compare, train_subset=args.train_subset, test_subset=args.test_subset,
-        save_models=args.save_models, epochs=args.epochs,
+        save_models=args.save_models, epochs=args.epochs, compile=args.compile,
     )  # fmt: skip
     return 0
 

@@ -45,7 +45,8 @@ def to_tensor(
 
 def batch_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror a random half of the batch left-right."""
-    mask = torch.rand(len(images), generator=generator, device=images.device) < 0.5
+    # Draws on the generator's device (the CPU), so a seed gives the same run on CPU and GPU.
+    mask = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
     return torch.where(mask.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
@@ -55,7 +56,7 @@ def batch_translate(padded: torch.Tensor, size: int, generator: torch.Generator 
     Loops over the (2r+1)^2 possible shifts, not over images, so it costs a few tensor ops.
     """
     r = (padded.shape[-1] - size) // 2
-    shifts = torch.randint(-r, r + 1, (len(padded), 2), generator=generator, device=padded.device)
+    shifts = torch.randint(-r, r + 1, (len(padded), 2), generator=generator).to(padded.device)
     out = torch.empty((len(padded), padded.shape[1], size, size), dtype=padded.dtype, device=padded.device)
     out = out.contiguous(memory_format=torch.channels_last)
     for sy in range(-r, r + 1):
@@ -67,3 +68,17 @@ def batch_translate(padded: torch.Tensor, size: int, generator: torch.Generator 
 
 def reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:
     return F.pad(images, (pad,) * 4, mode="reflect") if pad > 0 else images
+
+
+def batch_cutout(images: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero a random size x size square inside each image (DeVries & Taylor 2017, as airbench96
+    does with 12). Zero is the dataset mean after normalization."""
+    n, _, h, w = images.shape
+    size = min(size, h, w)
+    corners = torch.stack([torch.randint(0, h - size + 1, (n,), generator=generator),
+                           torch.randint(0, w - size + 1, (n,), generator=generator)], 1).to(images.device)  # fmt: skip
+    ys = torch.arange(h, device=images.device).view(1, h, 1)
+    xs = torch.arange(w, device=images.device).view(1, 1, w)
+    top, left = corners[:, 0].view(n, 1, 1), corners[:, 1].view(n, 1, 1)
+    inside = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)
+    return images.masked_fill(inside.unsqueeze(1), 0)
