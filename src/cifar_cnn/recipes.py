@@ -57,7 +57,7 @@ RECIPES: dict[str, Recipe] = {
     # airbench96's net (residual groups of 3 convs, 128/384/512) and augmentation (translate 4,
     # cutout 12), trained with the fast recipe's Muon: for users who want accuracy over speed.
     "large": Recipe(
-        name="large", model="large", epochs=20, batch_size=2000, optimizer="muon", lr=0.24,
+        name="large", model="large", epochs=30, batch_size=2000, optimizer="muon", lr=0.24,
         label_smoothing=0.2, weight_decay=2e-6, flip=True, translate=4, cutout=12, whiten_bias_epochs=3,
         tta=2, eval_every_epoch=False,
     ),
