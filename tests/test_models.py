@@ -49,3 +49,17 @@ def test_keras_style_summary():
     assert "Non-trainable params: 0" in text
     fast = summary(create_model("fast"))
     assert "Non-trainable params: 0" not in fast  # the whitening filters and BN scales are fixed
+
+
+def test_large_is_airbench96_shaped():
+    model = create_model("large")
+    groups = [m for m in model.modules() if type(m).__name__ == "ConvGroup"]
+    assert [g.conv1.out_channels for g in groups] == [128, 384, 512]
+    assert all(g.residual and g.conv3.in_channels == g.conv3.out_channels for g in groups)
+    # the residual branch: zeroing conv3 makes the group's output its first conv's activation
+    g = groups[0].eval()
+    x = torch.randn(2, 24, 32, 32)  # the whitening stem's 24 channels
+    with torch.no_grad():
+        g.conv3.weight.zero_()
+        inner = g.activ(g.norm1(g.pool(g.conv1(x))))
+        assert torch.allclose(g(x), inner + g.activ(g.norm3(torch.zeros_like(inner))))

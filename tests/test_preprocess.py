@@ -3,7 +3,15 @@ import torch
 from PIL import Image
 
 from cifar_cnn.images import load_image
-from cifar_cnn.preprocess import CIFAR10_MEAN, CIFAR10_STD, batch_flip, batch_translate, reflect_pad, to_tensor
+from cifar_cnn.preprocess import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    batch_cutout,
+    batch_flip,
+    batch_translate,
+    reflect_pad,
+    to_tensor,
+)
 
 
 def test_normalization_and_layout():
@@ -58,3 +66,18 @@ def test_flip_mirrors_about_half():
     flipped = (out == x.flip(-1)).flatten(1).all(1)
     same = (out == x).flatten(1).all(1)
     assert (flipped | same).all() and 400 < flipped.sum() < 600
+
+
+def test_cutout_zeroes_one_square_inside_each_image():
+    x = torch.rand(200, 3, 32, 32) + 1  # no zeros of its own
+    out = batch_cutout(x, 12, torch.Generator().manual_seed(0))
+    zero = out[:, 0] == 0
+    assert (zero == (out == 0).all(1)).all()  # the same pixels in every channel
+    assert (zero.sum((1, 2)) == 144).all()  # a 12x12 square, never clipped by the border
+    rows, cols = zero.any(2), zero.any(1)
+    assert (rows.sum(1) == 12).all() and (cols.sum(1) == 12).all()
+    assert torch.equal(out[~zero.unsqueeze(1).expand_as(out)], x[~zero.unsqueeze(1).expand_as(x)])
+    corners = rows.float().argmax(1)
+    assert corners.min() == 0 and corners.max() == 20  # every position can be drawn
+    again = batch_cutout(x, 12, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)

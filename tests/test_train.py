@@ -20,6 +20,21 @@ def weights(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+def test_epoch_batches_apply_the_recipes_augmentation():
+    from cifar_cnn.recipes import get_recipe
+
+    images = torch.rand(400, 3, 32, 32) + 1  # no zeros, so cutout squares are the only ones
+    labels = torch.arange(400) % 10
+    recipe = get_recipe("large").override(batch_size=100)
+    batches = train_module.EpochBatches(images, labels, recipe, seed=0, device=torch.device("cpu"))
+    seen = list(batches.epoch(0, torch.Generator().manual_seed(0)))
+    assert len(seen) == 4 and all(x.shape == (100, 3, 32, 32) for x, _ in seen)
+    zeros = torch.stack([(x[:, 0] == 0).sum((1, 2)) for x, _ in seen])
+    assert (zeros >= 144).all()  # a 12x12 cutout in every image (reflect padding adds no zeros)
+    plain = train_module.EpochBatches(images, labels, recipe.override(cutout=0), seed=0)
+    assert all((x != 0).all() for x, _ in plain.epoch(0, torch.Generator().manual_seed(0)))
+
+
 @pytest.mark.parametrize("recipe", ["fast", "keras_cnn"])
 def test_same_seed_same_result(recipe, tiny_data):
     a = train(recipe, data=tiny_data, epochs=2, progress=False, seed=3)

@@ -277,10 +277,15 @@ def markdown(report: dict) -> str:
     base = report.get("baseline")
     if base:
         lines.append(_row(base))
-        if base.get("time_to_pass_seconds") is not None:
-            lines += ["", f"`{report['recipe']}` passes `{base['recipe']}`'s final accuracy ({base['mean_accuracy']:.2%}) "
-                      f"after {base['time_to_pass_seconds']:.0f} s of training: {base['time_to_pass_ratio']:.2f}x "
-                      f"`{base['recipe']}`'s {base['train_seconds']:.0f} s."]  # fmt: skip
+    gpu = [f"{r['recipe']} {r['peak_gpu_mib']:.0f} MiB" for r in (report, base) if r and "peak_gpu_mib" in r]
+    if gpu:
+        lines += ["", "Peak GPU memory allocated: " + ", ".join(gpu) + "."]
+    if report.get("compile"):
+        lines += ["", "Trained through torch.compile (compilation counted in the training time)."]
+    if base and base.get("time_to_pass_seconds") is not None:
+        lines += ["", f"`{report['recipe']}` passes `{base['recipe']}`'s final accuracy ({base['mean_accuracy']:.2%}) "
+                  f"after {base['time_to_pass_seconds']:.0f} s of training: {base['time_to_pass_ratio']:.2f}x "
+                  f"`{base['recipe']}`'s {base['train_seconds']:.0f} s."]  # fmt: skip
     return "\n".join(lines)
 
 
