@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=float, help="override the recipe's number of epochs")
     t.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     t.add_argument("--lr", type=float, help="override the recipe's learning rate")
-    t.add_argument("--compile", action="store_true", help="run training through torch.compile (for GPUs)")
+    t.add_argument(
+        "--compile", action="store_true", help="run training through torch.compile (pays off only on long GPU runs)"
+    )
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
     t.add_argument("--data", help="CIFAR-10 folder or archive (default: $CIFAR_CNN_DATA, cache, download)")
@@ -88,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--train-subset", type=int)
     b.add_argument("--test-subset", type=int)
     b.add_argument("--profile", action="store_true", help="only profile a few training steps (torch.profiler)")
-    b.add_argument("--compile", action="store_true", help="train through torch.compile (for GPUs)")
+    b.add_argument(
+        "--compile", action="store_true", help="train through torch.compile (compilation counted in the time)"
+    )
     b.add_argument(
         "--inference",
         metavar="MODEL",

@@ -116,8 +116,9 @@ def train(
         out_dir: where the per-epoch checkpoint and final `model.safetensors` go (None: nowhere).
         resume: continue from `out_dir/checkpoint.safetensors`.
         train_subset, test_subset: use only the first N images (quick runs, tests).
-        compile: run the training forward/backward through torch.compile (worth it on GPUs;
-            costs a minute of compilation, and needs a C++ compiler on CPU).
+        compile: run the training forward/backward through torch.compile. Compilation takes
+            about 15 s on a GPU and pays off only on long runs; on CPU it needs a C++ compiler
+            and gave no speed-up (README, Results).
         overrides: recipe fields to change, e.g. epochs=2.
     """
     recipe = (get_recipe(recipe) if isinstance(recipe, str) else recipe).override(**overrides)

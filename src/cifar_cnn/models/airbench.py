@@ -127,7 +127,7 @@ def large(num_classes: int = 10) -> nn.Module:
 @register_model(
     ModelConfig(
         name="medium",
-        description="airbench95 net: 3 conv groups 128/384/384, about 2.3x the cost of fast",
+        description="airbench95 net: 3 conv groups 128/384/384, 2.6x the FLOPs of fast per image",
         default_recipe="medium",
     )
 )
