@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(title="commands")
 
     t = sub.add_parser("train", help="train a recipe on CIFAR-10 and evaluate it on the test set")
-    t.add_argument("--recipe", default="fast", help="fast (default), large or keras_cnn")
+    t.add_argument("--recipe", default="fast", help="fast (default), keras_cnn, medium or large")
     t.add_argument("--out", help="run folder for checkpoints and model.safetensors (default runs/RECIPE)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--epochs", type=float, help="override the recipe's number of epochs")
