@@ -146,3 +146,9 @@ def test_short_training_on_real_data_learns(real_data):
 def test_keras_cnn_learns_on_real_data(real_data):
     result = train("keras_cnn", data=real_data, epochs=2, train_subset=5000, test_subset=1000, progress=False)
     assert result.metrics.accuracy > 0.3, result.metrics.accuracy
+
+
+def test_compile_without_a_compiler_is_a_clear_error(tiny_data, monkeypatch):
+    monkeypatch.setattr(train_module.shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match="C\\+\\+ compiler"):
+        train("fast", data=tiny_data, epochs=1, progress=False, device="cpu", compile=True)

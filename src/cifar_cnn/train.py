@@ -8,6 +8,7 @@ channels_last, a checkpoint after every epoch, exact resume.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,8 @@ def train(
     dev = distributed.device_for(choose_device(device))
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time and pick its kernels
+    if compile and dev.type == "cpu" and not (shutil.which("c++") or shutil.which("g++")):
+        raise ValueError("--compile on CPU needs a C++ compiler (e.g. apt-get install g++); train without it")
     ctx = distributed.init(dev)
     bf16 = use_bf16(dev)
     progress = progress and ctx.is_main
