@@ -52,10 +52,8 @@ class ConvGroup(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.activ(self.norm1(self.pool(self.conv1(x))))  # pool before BN: 4x cheaper BN
-        if not self.residual:
-            return self.activ(self.norm2(self.conv2(x)))
-        branch = self.activ(self.norm2(self.conv2(x)))
-        return x + self.activ(self.norm3(self.conv3(branch)))
+        y = self.activ(self.norm2(self.conv2(x)))
+        return x + self.activ(self.norm3(self.conv3(y))) if self.residual else y
 
 
 class AirbenchNet(nn.Module):
