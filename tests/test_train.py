@@ -50,9 +50,9 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_data, tmp_path, mon
 
     original = train_module._save_checkpoint
 
-    def save_then_die(path, model, opts, generator, recipe, seed, state):
-        original(path, model, opts, generator, recipe, seed, state)
-        if state["epoch"] == 1:
+    def save_then_die(run):
+        original(run)
+        if run.state["epoch"] == 1:
             raise KeyboardInterrupt  # as if the process were stopped right after epoch 1
 
     monkeypatch.setattr(train_module, "_save_checkpoint", save_then_die)

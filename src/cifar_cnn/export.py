@@ -9,12 +9,15 @@ stored in the file's metadata. The batch dimension is dynamic.
 
 from __future__ import annotations
 
+import copy
+import io
 import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from cifar_cnn.errors import CifarCnnError
 from cifar_cnn.predict import Classifier
 
 
@@ -32,6 +35,27 @@ class Exportable(nn.Module):
         x = images.permute(0, 3, 1, 2).float()
         logits = self.model((x - self.mean) / self.std)
         return torch.softmax(logits / self.temperature, dim=1), logits
+
+
+def exported_program_bytes(model: nn.Module, input_size: int) -> torch.Tensor:
+    """A module as a serialized torch.export program (uint8 tensor), for model files that must
+    load without the code that defined the module. Inputs: float (N, 3, S, S), N dynamic.
+
+    Raises:
+        CifarCnnError: the module cannot be exported (data-dependent Python control flow...).
+    """
+    module = copy.deepcopy(model).float().cpu().eval()
+    example = torch.zeros(2, 3, input_size, input_size).contiguous(memory_format=torch.channels_last)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+    except Exception as exc:  # torch.export raises many types (UserError, Unsupported, RuntimeError...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CifarCnnError(f"your module could not be exported with torch.export ({first}); make its forward "
+                            "free of data-dependent Python control flow, or save it yourself with torch.save") from exc  # fmt: skip
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
 
 
 def export_metadata(clf: Classifier) -> dict[str, str]:

@@ -1,28 +1,30 @@
 """`Classifier`: a trained model plus the preprocessing stored with it.
 
-model = cifar_cnn.load("runs/fast/model.safetensors")   # or cifar_cnn.load() for the bundled one
+model = cifar_cnn.load("runs/fast/model.safetensors")   # or cifar_cnn.load() / load("fast"): bundled
 model.predict("cat.jpg")            # Prediction(label='cat', score=0.91, ...)
 """
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from torch import nn
 
+from cifar_cnn.card import CUSTOM_MODEL, ModelCard
 from cifar_cnn.checkpoint import load_tensors
 from cifar_cnn.errors import CheckpointError, ImageError
 from cifar_cnn.evaluate import predict_logits
 from cifar_cnn.hardware import choose_device, use_bf16
-from cifar_cnn.images import ImageInput, load_image
+from cifar_cnn.images import ImageInput, load_image, open_image, to_model_size
 from cifar_cnn.models import create_model
 from cifar_cnn.preprocess import to_tensor
-
-PRETRAINED = "fast"
+from cifar_cnn.pretrained import DEFAULT, bundled_path, has_bundled
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Prediction:
     probabilities: dict[str, float] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
+        """The JSON shape of a prediction, shared by the CLI, the web API and the widget."""
         return {
             "filename": self.filename,
             "label": self.label,
@@ -44,55 +47,120 @@ class Prediction:
         }
 
 
-def pretrained_path(name: str = PRETRAINED) -> Path:
-    path = Path(str(resources.files("cifar_cnn") / "pretrained" / f"{name}.safetensors"))
-    if not path.is_file():
-        raise CheckpointError(f"no bundled pretrained model named {name!r}")
-    return path
+class _ExportedModule(nn.Module):
+    """A user's module saved as a torch.export program: runs without the user's code. It was
+    exported in eval mode, so train()/eval() only set the flag (exported graphs refuse them)."""
+
+    def __init__(self, program):
+        super().__init__()
+        self.graph = program.module()
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)
+
+
+def _build(tensors: dict[str, torch.Tensor], card: ModelCard, path) -> nn.Module:
+    if card.model != CUSTOM_MODEL:
+        model = create_model(card.model, num_classes=card.num_classes, input_size=card.input_size)
+        model.load_state_dict(tensors)
+        return model
+    if "exported_program" not in tensors:
+        raise CheckpointError(f"{path} holds the weights of your own module but no exported program: rebuild the "
+                              "module in Python and call cifar_cnn.Classifier(module_with_weights, card)")  # fmt: skip
+    program = torch.export.load(io.BytesIO(tensors["exported_program"].numpy().tobytes()))
+    return _ExportedModule(program)
 
 
 class Classifier:
-    def __init__(self, model: torch.nn.Module, metadata: dict, device: torch.device | None = None):
+    """A trained model with everything needed to feed it (from its `ModelCard`): the one path
+    from an image file to a prediction, used by the CLI, the notebook widgets, the web app,
+    export and the report."""
+
+    def __init__(self, model: torch.nn.Module, card: ModelCard | dict, device: torch.device | None = None):
+        self.card = card if isinstance(card, ModelCard) else ModelCard.from_dict(card)
         self.model = model.eval()
-        self.metadata = metadata
         self.device = device or torch.device("cpu")
-        self.classes: list[str] = list(metadata["classes"])
-        self.mean = tuple(metadata["mean"])
-        self.std = tuple(metadata["std"])
-        self.input_size = int(metadata["input_size"][-1])
-        self.temperature = float(metadata.get("temperature", 1.0))
-        self.uncertain_threshold = float(metadata.get("uncertain_threshold", 0.0))
-        self.tta = int(metadata.get("recipe", {}).get("tta", 0))
         # bf16 where the hardware has native bf16 math: as in training, and ~3x faster on such CPUs.
         self.bf16 = use_bf16(self.device)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str | None = None) -> Classifier:
-        """Load a model file, a run folder holding `model.safetensors`, or (None) the bundled
-        pretrained `fast` model."""
-        if path is None or (str(path) == PRETRAINED and not Path(path).exists()):
-            path = pretrained_path()
+        """Load a model file, a run folder holding `model.safetensors`, or a bundled model by
+        name (None: the default bundled model)."""
+        if path is None or (not Path(path).exists() and has_bundled(str(path))):
+            path = bundled_path(DEFAULT if path is None else str(path))
         tensors, meta = load_tensors(path)
         if meta.get("kind") == "training_checkpoint":
             raise CheckpointError(f"{path} is a training checkpoint; use the run's model.safetensors")
         try:
-            model = create_model(meta["model"], num_classes=len(meta["classes"]))
-            model.load_state_dict(tensors)
-        except (KeyError, ValueError, RuntimeError) as exc:
+            card = ModelCard.from_dict(meta)
+            model = _build(tensors, card, path)
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
             raise CheckpointError(f"{path} does not hold a loadable cifar-cnn model: {exc}") from exc
         dev = choose_device(device)
-        return cls(model.to(dev, memory_format=torch.channels_last), meta, dev)
+        return cls(model.to(dev, memory_format=torch.channels_last), card, dev)
+
+    # What the card says, under the names everything downstream uses.
+    @property
+    def metadata(self) -> dict:
+        return self.card.to_dict()
+
+    @property
+    def classes(self) -> list[str]:
+        return self.card.classes
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.card.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.card.std
+
+    @property
+    def input_size(self) -> int:
+        return self.card.input_size
+
+    @property
+    def temperature(self) -> float:
+        return self.card.temperature
+
+    @property
+    def uncertain_threshold(self) -> float:
+        return self.card.uncertain_threshold
+
+    @property
+    def tta(self) -> int:
+        return self.card.tta
 
     @property
     def name(self) -> str:
-        return self.metadata["model"]
+        return self.card.model
 
     @property
     def accuracy(self) -> float | None:
-        return self.metadata.get("metrics", {}).get("test_accuracy")
+        return self.card.accuracy
+
+    def load_image(self, source: ImageInput, **limits) -> np.ndarray:
+        """Any image input (path, bytes, PIL image, array of any size) -> uint8 (S, S, 3) at this
+        model's input size, resized as in training. Raises ImageError."""
+        return load_image(source, self.input_size, **limits)
+
+    def view(self, source: ImageInput, **limits) -> tuple[Image.Image, np.ndarray]:
+        """(the decoded original, what the model sees): for showing both, decoding once."""
+        original = open_image(source, **limits)
+        return original, to_model_size(original, self.input_size)
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 (N, 32, 32, 3) -> normalized model input, exactly as in training."""
+        """uint8 (N, S, S, 3) -> normalized model input, exactly as in training."""
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ImageError(f"expected uint8 images of shape (N, {self.input_size}, {self.input_size}, 3) for this "
+                             f"model, got {images.shape}: use Classifier.load_image to resize")  # fmt: skip
         return to_tensor(images, self.mean, self.std)
 
     def logits(self, images: np.ndarray, tta: int | None = None, bf16: bool | None = None) -> torch.Tensor:
@@ -102,7 +170,7 @@ class Classifier:
         return predict_logits(self.model, x, tta=tta, batch_size=500, autocast=self.bf16 if bf16 is None else bf16)
 
     def predict_proba(self, images: np.ndarray, tta: int | None = None, bf16: bool | None = None) -> np.ndarray:
-        """Calibrated class probabilities (N, classes) for uint8 images (N, 32, 32, 3)."""
+        """Calibrated class probabilities (N, classes) for uint8 images (N, S, S, 3)."""
         return torch.softmax(self.logits(images, tta, bf16) / self.temperature, dim=1).numpy()
 
     def predict(self, inputs: ImageInput | list[ImageInput], top_k: int = 5) -> Prediction | list[Prediction]:
@@ -110,7 +178,7 @@ class Classifier:
         uint8 arrays of any size). Raises ImageError for an unreadable image."""
         single = not isinstance(inputs, list)
         items = [inputs] if single else inputs
-        arrays = np.stack([load_image(x, self.input_size) for x in items])
+        arrays = np.stack([self.load_image(x) for x in items])
         results = self.to_predictions(self.predict_proba(arrays), top_k)
         for item, result in zip(items, results, strict=True):
             if isinstance(item, (str, os.PathLike)):
@@ -122,7 +190,7 @@ class Classifier:
         arrays, ok, out = [], [], []
         for i, p in enumerate(paths):
             try:
-                arrays.append(load_image(p, self.input_size))
+                arrays.append(self.load_image(p))
                 ok.append(i)
                 out.append(None)
             except ImageError as exc:

@@ -5,6 +5,7 @@ Every checkpoint and result file stores the recipe it came from (as nanoGPT stor
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 
@@ -26,7 +27,8 @@ class Recipe:
     tta: int = 0  # test-time augmentation: 0 none, 1 mirror, 2 mirror + translate
     eval_every_epoch: bool = True  # test accuracy each epoch costs time on the speed recipes
     eval_batch_size: int = 1000
-    holdout: int = 1000  # last N training images kept out of training to fit calibration on
+    holdout: int = 1000  # CIFAR-10: last N training images kept out of training to fit calibration on
+    class_weights: bool = False  # weight the loss by inverse class frequency (for imbalanced folders)
 
     def __post_init__(self) -> None:
         if not self.epochs > 0 or self.batch_size < 1 or not self.lr > 0:
@@ -74,6 +76,40 @@ RECIPES: dict[str, Recipe] = {
         flip=True, translate=2, warmup=0.1, tta=0, eval_every_epoch=True,
     ),
 }  # fmt: skip
+
+
+CIFAR10_TRAIN_IMAGES = 49_000  # what the recipes' schedules were tuned on (50,000 less the holdout)
+MAX_EPOCHS = 100
+
+
+def fit_to_data(recipe: Recipe, n_train: int, tuned: bool, finetune: bool, fixed: set[str]) -> tuple[Recipe, list[str]]:
+    """Scale a recipe's batch size and length to a data set of `n_train` images, unless the
+    recipe was tuned on this very data (`tuned`: CIFAR-10) or the user set them (`fixed`).
+
+    - batch: at most an eighth of the data (at least 16), so every epoch takes several steps;
+    - epochs: the recipe's count times sqrt(49,000 / n), capped at 100: small sets get more
+      passes (but far fewer images seen in all), large ones fewer than CIFAR-10's schedule;
+      fine-tuning pretrained weights needs half of that.
+    Returns the recipe and one line per choice made, to print.
+    """
+    if tuned or n_train <= 0:
+        return recipe, []
+    changes: dict = {}
+    notes = []
+    if "batch_size" not in fixed:
+        batch = max(16, 2 ** int(math.log2(max(n_train / 8, 1))))
+        changes["batch_size"] = min(recipe.batch_size, batch)
+    if "epochs" not in fixed:
+        epochs = recipe.epochs * math.sqrt(CIFAR10_TRAIN_IMAGES / n_train) * (0.5 if finetune else 1.0)
+        changes["epochs"] = round(min(MAX_EPOCHS, max(1.0, epochs)), 1)
+        changes["whiten_bias_epochs"] = round(recipe.whiten_bias_epochs * changes["epochs"] / recipe.epochs, 2)
+    changes["eval_every_epoch"] = True  # per-epoch validation accuracy: cheap on folder-sized data
+    fitted = replace(recipe, **changes)
+    notes.append(f"Schedule for {n_train} training images: batch {fitted.batch_size}, {fitted.epochs:g} epochs "
+                 f"({math.ceil(fitted.epochs * (n_train // fitted.batch_size))} steps)"
+                 + ("" if "epochs" in fixed else f"; the recipe's {recipe.epochs:g} epochs are tuned for CIFAR-10's "
+                    f"{CIFAR10_TRAIN_IMAGES:,} (set --epochs / --batch-size to choose)"))  # fmt: skip
+    return fitted, notes
 
 
 def get_recipe(name: str) -> Recipe:

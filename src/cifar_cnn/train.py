@@ -1,8 +1,13 @@
-"""The training loop: whole dataset as tensors in memory, batched augmentation, bf16 autocast,
+"""Training: whole dataset as tensors in memory, batched augmentation, bf16 autocast,
 channels_last, a checkpoint after every epoch, exact resume.
 
-    result = train("fast", out_dir="runs/fast", seed=0)
-    result.metrics.accuracy
+    result = train("fast", out_dir="runs/fast", seed=0)                 # CIFAR-10
+    result = train("fast", data="photos/", out_dir="runs/photos")       # any labelled folder
+    result = train(model=my_module, data="photos/", recipe="keras_cnn") # your own nn.Module
+
+`train` is three named steps over a `Run`: `prepare` (data, model, transfer, schedule,
+optimizers, resume), `fit` (the epochs) and `finalize` (test metrics, calibration on the
+validation split, the `ModelCard`, the model file).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,21 +27,17 @@ from tqdm.auto import tqdm
 
 from cifar_cnn import __version__, distributed
 from cifar_cnn.calibrate import calibrate
-from cifar_cnn.checkpoint import (
-    load_optimizer_tensors,
-    load_tensors,
-    optimizer_tensors,
-    save_tensors,
-    split_prefix,
-)
-from cifar_cnn.data import CLASS_NAMES, arrays_sha256, load_cifar10
-from cifar_cnn.errors import CheckpointError
+from cifar_cnn.card import CUSTOM_MODEL, ModelCard
+from cifar_cnn.checkpoint import load_optimizer_tensors, load_tensors, optimizer_tensors, save_tensors, split_prefix
+from cifar_cnn.datasets import ImageDataset, cifar10, from_arrays, image_folder
+from cifar_cnn.errors import CheckpointError, CifarCnnError
 from cifar_cnn.evaluate import Metrics, compute_metrics, predict_logits
 from cifar_cnn.hardware import choose_device, describe, summary_line, use_bf16
-from cifar_cnn.models import create_model, get_model_config
+from cifar_cnn.models import create_model
 from cifar_cnn.optim import Optimizers, make_optimizers
 from cifar_cnn.preprocess import batch_cutout, batch_flip, batch_translate, reflect_pad, to_tensor
-from cifar_cnn.recipes import Recipe, get_recipe
+from cifar_cnn.recipes import Recipe, fit_to_data, get_recipe
+from cifar_cnn.transfer import load_matching, resolve_init
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 MODEL_NAME = "model.safetensors"
@@ -45,11 +47,15 @@ MODEL_NAME = "model.safetensors"
 class TrainResult:
     model: nn.Module
     metrics: Metrics
-    metadata: dict
+    card: ModelCard
     model_path: Path | None
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0  # all epochs, including those before a resume
     total_seconds: float = 0.0  # this call: data to tensors + training + final evaluation
+
+    @property
+    def metadata(self) -> dict:
+        return self.card.to_dict()
 
 
 class EpochBatches:
@@ -96,33 +102,108 @@ class EpochBatches:
             yield batch, self.labels[idx]
 
 
+@dataclass
+class Run:
+    """Everything one training run holds; `prepare` builds it, `fit` and `finalize` use it."""
+
+    recipe: Recipe
+    data: ImageDataset
+    model: nn.Module  # the plain module (weights, saving)
+    net: nn.Module  # what runs forward/backward: the model, DDP-wrapped and/or compiled
+    device: torch.device
+    ctx: distributed.Context
+    bf16: bool
+    seed: int
+    init: str
+    batches: EpochBatches
+    opts: Optimizers
+    generator: torch.Generator
+    total_steps: int
+    inputs: dict[str, torch.Tensor]  # normalized (N, 3, S, S) tensors of the val and test splits
+    class_weight: torch.Tensor | None
+    checkpoint: Path | None
+    out_dir: Path | None
+    log: Callable[..., None]
+    progress: bool
+    custom: bool  # a user's module (saved as a torch.export program)
+    started: float
+    state: dict = field(default_factory=lambda: {"epoch": 0, "step": 0, "history": [], "train_seconds": 0.0})
+    first_epoch: int = 0
+
+
 def train(
-    recipe: str | Recipe = "fast",
+    recipe: str | Recipe | None = None,
     *,
     data=None,
+    model: nn.Module | None = None,
+    init: str = "auto",
     out_dir: str | Path | None = None,
     seed: int = 0,
     resume: bool = False,
     device: str | None = None,
+    image_size: int = 32,
+    val_fraction: float = 0.2,
+    class_weights: bool = False,
     train_subset: int | None = None,
     test_subset: int | None = None,
     progress: bool = True,
     compile: bool = False,
     **overrides,
 ) -> TrainResult:
-    """Train a recipe (name or Recipe) on CIFAR-10 and evaluate it on the test set.
+    """Train a recipe on CIFAR-10 or on your own images, then evaluate and calibrate it.
 
     Args:
-        data: `((x_train, y_train), (x_test, y_test))` uint8 arrays; default `load_cifar10()`.
-        out_dir: where the per-epoch checkpoint and final `model.safetensors` go (None: nowhere).
+        recipe: a recipe name or `Recipe` (default "fast"; "keras_cnn" when `model` is given).
+        data: None (CIFAR-10), the keras-style arrays `((x_train, y_train), (x_test, y_test))`,
+            a labelled folder path, or an `ImageDataset`.
+        model: your own `nn.Module` (logits for the data's classes) instead of the recipe's.
+        init: "auto" (fine-tune the bundled CIFAR-10 weights on small folders), "scratch",
+            "pretrained", or a model file to start from; the head is re-initialized for new classes.
+        out_dir: where the per-epoch checkpoint and the final `model.safetensors` go.
         resume: continue from `out_dir/checkpoint.safetensors`.
+        image_size, val_fraction: for a folder (see `datasets.image_folder`).
+        class_weights: weight the loss by inverse class frequency (imbalanced folders).
         train_subset, test_subset: use only the first N images (quick runs, tests).
-        compile: run the training forward/backward through torch.compile. Compilation takes
-            about 15 s on a GPU and pays off only on long runs; on CPU it needs a C++ compiler
-            and gave no speed-up (README, Results).
+        compile: run the training forward/backward through torch.compile (pays off only on long
+            GPU runs; on CPU it needs a C++ compiler).
         overrides: recipe fields to change, e.g. epochs=2.
+
+    Raises:
+        DataError, CheckpointError, ValueError: with a message that says how to fix it.
     """
-    recipe = (get_recipe(recipe) if isinstance(recipe, str) else recipe).override(**overrides)
+    run = prepare(recipe, data=data, model=model, init=init, out_dir=out_dir, seed=seed, resume=resume,
+                  device=device, image_size=image_size, val_fraction=val_fraction, class_weights=class_weights,
+                  train_subset=train_subset, test_subset=test_subset, progress=progress, compile=compile,
+                  **overrides)  # fmt: skip
+    fit(run)
+    return finalize(run)
+
+
+def load_data(data, recipe: Recipe, *, image_size: int = 32, val_fraction: float = 0.2, seed: int = 0,
+              train_subset=None, test_subset=None, progress: bool = True) -> ImageDataset:  # fmt: skip
+    """Whatever `train(data=...)` accepts, as an `ImageDataset`."""
+    if isinstance(data, ImageDataset):
+        return data
+    if isinstance(data, (str, Path)):
+        ds = image_folder(data, image_size=image_size, val_fraction=val_fraction, seed=seed, progress=progress)
+        if train_subset or test_subset:
+            ds.train_x, ds.train_y = ds.train_x[:train_subset], ds.train_y[:train_subset]
+            ds.test_x, ds.test_y = ds.test_x[:test_subset], ds.test_y[:test_subset]
+        return ds
+    if data is None:
+        return cifar10(holdout=recipe.holdout, train_subset=train_subset, test_subset=test_subset, verbose=progress)
+    return from_arrays(data, holdout=recipe.holdout, train_subset=train_subset, test_subset=test_subset)
+
+
+def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, seed=0, resume=False, device=None,
+            image_size=32, val_fraction=0.2, class_weights=False, train_subset=None, test_subset=None,
+            progress=True, compile=False, **overrides) -> Run:  # fmt: skip
+    """Data, model, transfer, schedule, optimizers and (with `resume`) the saved state."""
+    custom = model is not None
+    recipe = recipe or ("keras_cnn" if custom else "fast")
+    base = (get_recipe(recipe) if isinstance(recipe, str) else recipe).override(**overrides)  # validated first
+    if class_weights:
+        base = base.override(class_weights=True)
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)  # fail now, not after the first epoch
     dev = distributed.device_for(choose_device(device))
@@ -135,139 +216,110 @@ def train(
     progress = progress and ctx.is_main
     log = print if progress else (lambda *a, **k: None)
     log(summary_line(dev) + (f" | {ctx.world_size} processes (DDP)" if ctx.enabled else ""))
-    start = time.perf_counter()
+    started = time.perf_counter()
+
+    ds = load_data(data, base, image_size=image_size, val_fraction=val_fraction, seed=seed,
+                   train_subset=train_subset, test_subset=test_subset, progress=progress)  # fmt: skip
+    if ds.check is not None:
+        log(ds.check.format(limit=5))
+    init_source = "scratch" if custom else resolve_init(init, base.model, ds, log)
+    recipe, notes = fit_to_data(base, len(ds.train_x), ds.recipe_tuned, init_source != "scratch", set(overrides))
+    for note in notes:
+        log(note)
 
     store = torch.bfloat16 if bf16 else torch.float32  # autocast casts to bf16 anyway: store it so
-    d = _prepare_data(data, recipe, train_subset, test_subset, store, verbose=progress)
-
+    train_x = to_tensor(ds.train_x, ds.mean, ds.std, dtype=store)
+    inputs = {s: to_tensor(getattr(ds, f"{s}_x"), ds.mean, ds.std, dtype=store) for s in ("val", "test")}
     torch.manual_seed(seed)
-    model = create_model(recipe.model).to(dev, memory_format=torch.channels_last)
-    if hasattr(model, "init_whiten"):
-        model.init_whiten(d.train_x[:5000].to(dev))
-    batches = EpochBatches(d.train_x, d.train_y, recipe, seed, ctx.rank, ctx.world_size, device=dev)
+    if custom:
+        net = model
+    else:
+        net = create_model(recipe.model, num_classes=ds.num_classes, input_size=ds.input_size)
+    net = net.to(dev, memory_format=torch.channels_last)
+    if init_source != "scratch":
+        log(load_matching(net, init_source, ds.classes))
+    elif hasattr(net, "init_whiten"):
+        net.init_whiten(train_x[:5000].to(dev))
+    train_y = torch.as_tensor(ds.train_y).long()
+    batches = EpochBatches(train_x, train_y, recipe, seed, ctx.rank, ctx.world_size, device=dev)
     steps_per_epoch = len(batches)
     total_steps = math.ceil(recipe.epochs * steps_per_epoch)
-    opts = make_optimizers(model, recipe, total_steps, steps_per_epoch)
-    generator = torch.Generator().manual_seed(seed)
-    state = {"epoch": 0, "step": 0, "history": [], "train_seconds": 0.0}
-    ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir else None
+    opts = make_optimizers(net, recipe, total_steps, steps_per_epoch)
+    counts = torch.bincount(train_y, minlength=ds.num_classes).float()
+    weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(dev) if recipe.class_weights else None
+    out = Path(out_dir) if out_dir else None
+    run = Run(recipe=recipe, data=ds, model=net, net=net, device=dev, ctx=ctx, bf16=bf16, seed=seed,
+              init=init_source, batches=batches, opts=opts, generator=torch.Generator().manual_seed(seed),
+              total_steps=total_steps, inputs=inputs, class_weight=weight,
+              checkpoint=out / CHECKPOINT_NAME if out else None, out_dir=out, log=log, progress=progress,
+              custom=custom, started=started)  # fmt: skip
     if resume:
-        if ckpt_path is None or not ckpt_path.is_file():
-            raise CheckpointError(f"nothing to resume: no {CHECKPOINT_NAME} in {out_dir}")
-        state = _load_checkpoint(ckpt_path, model, opts, generator, recipe)
-        log(f"Resuming {recipe.name} from epoch {state['epoch']} (step {state['step']}) of {ckpt_path}")
-    log(f"Training {recipe.name}: model {recipe.model}, {len(d.train_x)} images, {recipe.epochs} epochs, "
-        f"batch {batches.batch_size}, seed {seed}")  # fmt: skip
-
-    net = distributed.wrap(model, ctx, dev)  # the module that runs forward/backward
+        _resume(run)
+    log(f"Training {recipe.name}: model {'your module' if custom else recipe.model}, {ds.num_classes} classes, "
+        f"{len(ds.train_x)} images of {ds.input_size} px, {recipe.epochs:g} epochs, batch {batches.batch_size}, "
+        f"seed {seed}")  # fmt: skip
+    run.net = distributed.wrap(net, ctx, dev)
     if compile:
-        net = torch.compile(net)
-    n_epochs = math.ceil(total_steps / steps_per_epoch)
-    first_epoch = state["epoch"]
-    for epoch in range(state["epoch"], n_epochs):
+        run.net = torch.compile(run.net)
+    return run
+
+
+def fit(run: Run) -> None:
+    """Train for the recipe's epochs from where `run.state` stands; checkpoint after each."""
+    steps_per_epoch = len(run.batches)
+    n_epochs = math.ceil(run.total_steps / steps_per_epoch)
+    run.first_epoch = run.state["epoch"]
+    for epoch in range(run.state["epoch"], n_epochs):
         t0 = time.perf_counter()
-        stats = _run_epoch(net, batches, epoch, generator, opts, state, total_steps, recipe, dev, bf16, progress,
-                           ctx.world_size)  # fmt: skip
+        stats = train_epoch(run, epoch)
         stats["seconds"] = time.perf_counter() - t0
-        if recipe.eval_every_epoch and len(d.test_x):
-            t1 = time.perf_counter()
-            logits = predict_logits(model, d.test_x, tta=0, batch_size=recipe.eval_batch_size, autocast=bf16)
-            stats["test_accuracy"] = compute_metrics(logits, d.test_y, list(CLASS_NAMES)).accuracy
-            stats["eval_seconds"] = time.perf_counter() - t1  # monitoring only: not counted as training time
-            log(f"  epoch {epoch + 1}: test accuracy {stats['test_accuracy']:.2%}")
-        state["history"].append(stats)
-        state["epoch"] = epoch + 1
-        state["train_seconds"] += stats["seconds"]
-        if ckpt_path and ctx.is_main:
-            _save_checkpoint(ckpt_path, model, opts, generator, recipe, seed, state)
-        distributed.barrier(ctx)
-
-    distributed.sync_buffers(model, ctx)
-
-    metrics, calibration = _final_evaluation(model, d, recipe, bf16)
-    monitoring = sum(h.get("eval_seconds", 0.0) for h in state["history"][first_epoch:])  # this call's epochs
-    elapsed = time.perf_counter() - start - monitoring  # data in memory + training + final evaluation
-    total_train = state["train_seconds"]
-    metadata = model_metadata(model, recipe, seed, metrics, state["history"], dev, total_train, elapsed)
-    metadata.update(calibration)
-    metadata["data"] = {"sha256": d.sha256, "train_images": len(d.train_x), "holdout_images": len(d.hold_x),
-                        "test_images": len(d.test_x)}  # fmt: skip
-    model_path = None
-    if out_dir and ctx.is_main:
-        model_path = Path(out_dir) / MODEL_NAME
-        save_tensors(model_path, model.state_dict(), metadata)
-    log(_summary_table(recipe, metrics, total_train, elapsed, model_path))
-    return TrainResult(model, metrics, metadata, model_path, state["history"], total_train, elapsed)
+        if run.recipe.eval_every_epoch and len(run.inputs["val"] if not run.data.recipe_tuned else run.inputs["test"]):
+            _monitor(run, stats)
+        run.state["history"].append(stats)
+        run.state["epoch"] = epoch + 1
+        run.state["train_seconds"] += stats["seconds"]
+        if run.checkpoint and run.ctx.is_main:
+            _save_checkpoint(run)
+        distributed.barrier(run.ctx)
+    distributed.sync_buffers(run.model, run.ctx)
 
 
-@dataclass
-class _Tensors:
-    """One run's data: normalized (N, 3, 32, 32) inputs, int64 training labels, uint8 (N, 1)
-    evaluation labels; `hold_*` are training images kept out of training for calibration."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: np.ndarray
-    hold_x: torch.Tensor
-    hold_y: np.ndarray
-    sha256: str  # of the full arrays given, before subsets: identifies the data set copy
-
-
-def _prepare_data(data, recipe: Recipe, train_subset, test_subset, store: torch.dtype, verbose: bool) -> _Tensors:
-    data = data if data is not None else load_cifar10(verbose=verbose)
-    (x_train, y_train), (x_test, y_test) = data
-    x_train, y_train = x_train[:train_subset], y_train[:train_subset]
-    x_test, y_test = x_test[:test_subset], y_test[:test_subset]
-    n = len(x_train) - min(recipe.holdout, len(x_train) // 10)  # the official batches come shuffled
-    return _Tensors(
-        train_x=to_tensor(x_train[:n], dtype=store),
-        train_y=torch.as_tensor(y_train[:n].ravel()).long(),
-        test_x=to_tensor(x_test, dtype=store),
-        test_y=y_test,
-        hold_x=to_tensor(x_train[n:], dtype=store),
-        hold_y=y_train[n:],
-        sha256=arrays_sha256(data),
-    )
+def _monitor(run: Run, stats: dict) -> None:
+    """Per-epoch accuracy, not counted as training time: on the test set for CIFAR-10 (as
+    before), on the validation split for your own data (the test split stays untouched)."""
+    split = "test" if run.data.recipe_tuned else "val"
+    labels = run.data.test_y if split == "test" else run.data.val_y
+    t1 = time.perf_counter()
+    logits = predict_logits(run.model, run.inputs[split], tta=0, batch_size=run.recipe.eval_batch_size,
+                            autocast=run.bf16)  # fmt: skip
+    metrics = compute_metrics(logits, labels, run.data.classes)
+    stats[f"{split}_accuracy"], stats[f"{split}_loss"] = metrics.accuracy, metrics.loss
+    stats["eval_seconds"] = time.perf_counter() - t1
+    run.log(f"  epoch {stats['epoch']}: {split} accuracy {metrics.accuracy:.2%}")
 
 
-def _final_evaluation(model, d: _Tensors, recipe: Recipe, bf16: bool) -> tuple[Metrics, dict]:
-    """Test metrics (with the recipe's test-time augmentation) and the calibration fitted on
-    the held-out images."""
-    logits = predict_logits(model, d.test_x, tta=recipe.tta, batch_size=recipe.eval_batch_size, autocast=bf16)
-    metrics = compute_metrics(logits, d.test_y, list(CLASS_NAMES))
-    if not len(d.hold_x):
-        return metrics, {}
-    hold_logits = predict_logits(model, d.hold_x, tta=recipe.tta, autocast=bf16)
-    return metrics, calibrate(hold_logits, d.hold_y)
-
-
-def _run_epoch(model, batches, epoch, generator, opts: Optimizers, state, total_steps, recipe, dev, bf16, progress,
-               world_size=1):  # fmt: skip
-    model.train()
+def train_epoch(run: Run, epoch: int) -> dict:
+    """One pass over the training batches; returns the epoch's loss, accuracy, lr and speed."""
+    net, state, dev = run.net, run.state, run.device
+    net.train()
     seen = 0
     # Running sums stay on the device: reading them every step would stall a GPU's queue.
     loss_sum = torch.zeros((), device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.long)
     show_every = 1 if dev.type == "cpu" else 10
     t0 = time.perf_counter()
-    bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}", disable=not progress, leave=True, dynamic_ncols=True)
-    for inputs, labels in batches.epoch(epoch, generator):
-        if state["step"] >= total_steps:
+    bar = tqdm(total=len(run.batches), desc=f"epoch {epoch + 1}", disable=not run.progress, leave=True,
+               dynamic_ncols=True)  # fmt: skip
+    for inputs, labels in run.batches.epoch(epoch, run.generator):
+        if state["step"] >= run.total_steps:
             break
         inputs, labels = inputs.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(inputs)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing, reduction="sum")
-        # DDP averages gradients over processes: scale a summed loss back up to the global sum.
-        (loss * world_size if opts.loss_reduction == "sum" else loss / len(labels)).backward()
-        opts.step(state["step"])
-        model.zero_grad(set_to_none=True)
+        loss, logits = train_step(run, inputs, labels)
         state["step"] += 1
         seen += len(labels)
         loss_sum += loss.detach()
         correct += (logits.argmax(1) == labels).sum()
-        if progress and state["step"] % show_every == 0:
+        if run.progress and state["step"] % show_every == 0:
             rate = seen / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
                             img_s=f"{rate:.0f}", refresh=False)  # fmt: skip
@@ -275,78 +327,123 @@ def _run_epoch(model, batches, epoch, generator, opts: Optimizers, state, total_
     bar.close()
     loss_total, correct_total = loss_sum.item(), correct.item()  # also waits for the GPU: honest timing
     return {"epoch": epoch + 1, "train_loss": loss_total / max(seen, 1), "train_accuracy": correct_total / max(seen, 1),
-            "lr": opts.lr(), "images_per_second": seen / max(time.perf_counter() - t0, 1e-9)}  # fmt: skip
+            "lr": run.opts.lr(), "images_per_second": seen / max(time.perf_counter() - t0, 1e-9)}  # fmt: skip
 
 
-def model_metadata(model, recipe: Recipe, seed, metrics: Metrics, history, dev, train_seconds, elapsed) -> dict:
-    config = get_model_config(recipe.model)
-    return {
-        "model": recipe.model,
-        "classes": list(CLASS_NAMES),
-        "mean": list(config.mean),
-        "std": list(config.std),
-        "input_size": list(config.input_size),
-        "resize": "shorter side to 32 (antialiased bicubic), center crop 32x32",
-        "recipe": recipe.to_dict(),
-        "seed": seed,
-        "metrics": {
-            "test_accuracy": metrics.accuracy,
-            "test_loss": metrics.loss,
-            "tta": recipe.tta,
-            "per_class_accuracy": metrics.to_dict()["per_class_accuracy"],
-        },
-        "history": history,
-        "train_seconds": train_seconds,
-        "total_seconds": elapsed,
-        "temperature": 1.0,
-        "hardware": describe(dev),
-        "versions": {"cifar_cnn": __version__, "torch": torch.__version__, "numpy": np.__version__},
-    }
+def train_step(run: Run, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, loss, backward, optimizer step. Returns the summed loss and the logits."""
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
+        logits = run.net(inputs)
+    loss = F.cross_entropy(logits.float(), labels, weight=run.class_weight,
+                           label_smoothing=run.recipe.label_smoothing, reduction="sum")  # fmt: skip
+    # DDP averages gradients over processes: scale a summed loss back up to the global sum.
+    (loss * run.ctx.world_size if run.opts.loss_reduction == "sum" else loss / len(labels)).backward()
+    run.opts.step(run.state["step"])
+    run.net.zero_grad(set_to_none=True)
+    return loss, logits
 
 
-def _save_checkpoint(path: Path, model, opts: Optimizers, generator, recipe, seed, state) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+def finalize(run: Run) -> TrainResult:
+    """Test metrics with the recipe's test-time augmentation, calibration fitted on the
+    validation split (never on training or test images), the model card and the model file."""
+    d, recipe = run.data, run.recipe
+    logits = predict_logits(run.model, run.inputs["test"], tta=recipe.tta, batch_size=recipe.eval_batch_size,
+                            autocast=run.bf16)  # fmt: skip
+    metrics = compute_metrics(logits, d.test_y, d.classes)
+    calibration = {}
+    if len(d.val_x):
+        val_logits = predict_logits(run.model, run.inputs["val"], tta=recipe.tta, autocast=run.bf16)
+        calibration = calibrate(val_logits, d.val_y)
+    history = run.state["history"]
+    monitoring = sum(h.get("eval_seconds", 0.0) for h in history[run.first_epoch :])  # this call's epochs
+    elapsed = time.perf_counter() - run.started - monitoring  # data in memory + training + final evaluation
+    card = ModelCard(
+        model=CUSTOM_MODEL if run.custom else recipe.model, classes=d.classes, mean=d.mean, std=d.std,
+        input_size=d.input_size, recipe=recipe.to_dict(), seed=run.seed,
+        temperature=calibration.pop("temperature", 1.0),
+        uncertain_threshold=calibration.pop("uncertain_threshold", 0.0), calibration=calibration,
+        metrics={"test_accuracy": metrics.accuracy, "test_loss": metrics.loss, "tta": recipe.tta,
+                 "split": d.test_split, "per_class_accuracy": metrics.to_dict()["per_class_accuracy"]},
+        data=d.summary() | {"holdout_images": len(d.val_x)}, init=run.init, history=history,
+        train_seconds=run.state["train_seconds"], total_seconds=elapsed, hardware=describe(run.device),
+        versions={"cifar_cnn": __version__, "torch": torch.__version__, "numpy": np.__version__},
+    )  # fmt: skip
+    model_path = None
+    if run.out_dir and run.ctx.is_main:
+        model_path = run.out_dir / MODEL_NAME
+        save_model(model_path, run.model, card)
+    run.log(_summary_table(run, metrics, elapsed, model_path))
+    return TrainResult(run.model, metrics, card, model_path, history, run.state["train_seconds"], elapsed)
+
+
+def save_model(path: Path, model: nn.Module, card: ModelCard) -> None:
+    """One `.safetensors` file: the weights and the card. A user's module is stored as a
+    torch.export program inside it, so it loads without the user's Python code."""
+    tensors = dict(model.state_dict())
+    if card.model == CUSTOM_MODEL:
+        from cifar_cnn.export import exported_program_bytes
+
+        tensors = {"exported_program": exported_program_bytes(model, card.input_size)}
+    save_tensors(path, tensors, card.to_dict())
+
+
+def _save_checkpoint(run: Run) -> None:
+    tensors = {f"model.{k}": v for k, v in run.model.state_dict().items()}
     extras = []
-    for i, opt in enumerate(opts.optimizers):
+    for i, opt in enumerate(run.opts.optimizers):
         t, extra = optimizer_tensors(opt, f"optim.{i}.")
         tensors.update(t)
         extras.append(extra)
-    tensors["rng.generator"] = generator.get_state()
+    tensors["rng.generator"] = run.generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"kind": "training_checkpoint", "recipe": recipe.to_dict(), "seed": seed, "optimizers": extras, **state}
-    save_tensors(path, tensors, meta)
+    meta = {"kind": "training_checkpoint", "recipe": run.recipe.to_dict(), "seed": run.seed, "optimizers": extras,
+            "data_sha256": run.data.sha256, "init": run.init, **run.state}  # fmt: skip
+    save_tensors(run.checkpoint, tensors, meta)
 
 
-def _load_checkpoint(path: Path, model, opts: Optimizers, generator, recipe: Recipe) -> dict:
+def _resume(run: Run) -> None:
+    path = run.checkpoint
+    if path is None or not path.is_file():
+        raise CheckpointError(f"nothing to resume: no {CHECKPOINT_NAME} in {run.out_dir}")
     tensors, meta = load_tensors(path)
     if meta.get("kind") != "training_checkpoint":
         raise CheckpointError(f"{path} is not a training checkpoint")
-    if Recipe.from_dict(meta["recipe"]) != recipe:
+    if Recipe.from_dict(meta["recipe"]) != run.recipe:
         raise CheckpointError(
             f"{path} was made with another recipe ({meta['recipe']['name']}); resume with the same one"
         )
+    if meta.get("data_sha256") not in (None, run.data.sha256):
+        raise CheckpointError(f"{path} was trained on other data; resume with the same data, or --overwrite")
     try:
-        model.load_state_dict(split_prefix(tensors, "model."))
-        for i, opt in enumerate(opts.optimizers):
+        run.model.load_state_dict(split_prefix(tensors, "model."))
+        for i, opt in enumerate(run.opts.optimizers):
             load_optimizer_tensors(opt, tensors, f"optim.{i}.", meta["optimizers"][i])
     except (RuntimeError, KeyError, ValueError, IndexError) as exc:
-        raise CheckpointError(f"{path} does not match the model of recipe {recipe.name}: {exc}") from exc
-    generator.set_state(tensors["rng.generator"])
+        raise CheckpointError(f"{path} does not match the model of recipe {run.recipe.name}: {exc}") from exc
+    run.generator.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
-    return {k: meta[k] for k in ("epoch", "step", "history", "train_seconds")}
+    run.state = {k: meta[k] for k in ("epoch", "step", "history", "train_seconds")}
+    run.log(f"Resuming {run.recipe.name} from epoch {run.state['epoch']} (step {run.state['step']}) of {path}")
 
 
-def _summary_table(recipe, metrics, train_seconds, elapsed, model_path) -> str:
+def _summary_table(run: Run, metrics: Metrics, elapsed: float, model_path) -> str:
+    recipe, split = run.recipe, run.data.test_split
     rows = [
         ("recipe", recipe.name),
-        ("model", recipe.model),
-        ("epochs", f"{recipe.epochs}"),
-        ("train time", f"{train_seconds:.1f} s"),
+        ("model", "your module" if run.custom else recipe.model),
+        ("data", f"{run.data.name}: {run.data.num_classes} classes, {len(run.data.train_x)} training images"),
+        ("init", run.init),
+        ("epochs", f"{recipe.epochs:g}"),
+        ("train time", f"{run.state['train_seconds']:.1f} s"),
         ("end to end (data + train + eval)", f"{elapsed:.1f} s"),
-        (f"test accuracy (tta={recipe.tta})", f"{metrics.accuracy:.2%}"),
-        ("test loss", f"{metrics.loss:.4f}"),
+        (f"{split} accuracy (tta={recipe.tta})", f"{metrics.accuracy:.2%}"),
+        (f"{split} loss", f"{metrics.loss:.4f}"),
         ("saved", str(model_path) if model_path else "-"),
     ]
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 30)
     return "\n".join([line, *(f"{k:<{width}}  {v}" for k, v in rows), line])
+
+
+__all__ = ["CHECKPOINT_NAME", "MODEL_NAME", "CifarCnnError", "EpochBatches", "Run", "TrainResult", "finalize",
+           "fit", "prepare", "save_model", "train", "train_epoch", "train_step"]  # fmt: skip

@@ -2,7 +2,7 @@
 
     whiten: 2x2 conv, fixed to the PCA whitening of image patches (+ its negation), learned bias
     GELU, then 3 groups of [conv3x3 -> maxpool2 -> BN -> GELU -> conv3x3 -> BN -> GELU]
-    maxpool3 -> linear head, logits scaled down by the width
+    max-pool over the final feature map -> linear head, logits scaled down by the width
 
 The `large` net is airbench96's shape: wider groups (128/384/512), each with a third conv and
 a residual connection around its last two convs.
@@ -56,6 +56,17 @@ class ConvGroup(nn.Module):
         return x + self.activ(self.norm3(self.conv3(y))) if self.residual else y
 
 
+class HeadPool(nn.Module):
+    """The pooling before the head. At 32 px input the last map is 4x4 and this is airbench's
+    MaxPool2d(3) (which reads its top-left 3x3 window: kept, so CIFAR-10 weights behave exactly
+    as trained); at any other input size a global max-pool, so one head fits every size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] == (4, 4):
+            return F.max_pool2d(x, 3)
+        return F.adaptive_max_pool2d(x, 1)
+
+
 class AirbenchNet(nn.Module):
     def __init__(self, widths: tuple[int, int, int] = (64, 256, 256), num_classes: int = 10,
                  residual: bool = False):  # fmt: skip
@@ -69,7 +80,7 @@ class AirbenchNet(nn.Module):
             ConvGroup(whiten_width, widths[0], residual),
             ConvGroup(widths[0], widths[1], residual),
             ConvGroup(widths[1], widths[2], residual),
-            nn.MaxPool2d(3),
+            HeadPool(),
         )
         self.head = nn.Linear(widths[2], num_classes, bias=False)
         self.reset()
@@ -107,7 +118,7 @@ class AirbenchNet(nn.Module):
         default_recipe="fast",
     )
 )
-def fast(num_classes: int = 10) -> nn.Module:
+def fast(num_classes: int = 10, input_size: int = 32) -> nn.Module:
     return AirbenchNet((64, 256, 256), num_classes)
 
 
@@ -118,7 +129,7 @@ def fast(num_classes: int = 10) -> nn.Module:
         default_recipe="large",
     )
 )
-def large(num_classes: int = 10) -> nn.Module:
+def large(num_classes: int = 10, input_size: int = 32) -> nn.Module:
     return AirbenchNet((128, 384, 512), num_classes, residual=True)
 
 
@@ -129,5 +140,5 @@ def large(num_classes: int = 10) -> nn.Module:
         default_recipe="medium",
     )
 )
-def medium(num_classes: int = 10) -> nn.Module:
+def medium(num_classes: int = 10, input_size: int = 32) -> nn.Module:
     return AirbenchNet((128, 384, 384), num_classes)

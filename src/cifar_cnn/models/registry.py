@@ -47,11 +47,14 @@ def get_model_config(name: str) -> ModelConfig:
     return _REGISTRY[name][1]
 
 
-def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
-    """Build a freshly initialized model by registry name (e.g. "fast", "keras_cnn")."""
+def create_model(name: str, num_classes: int = 10, input_size: int = INPUT_SIZE, **kwargs) -> nn.Module:
+    """Build a freshly initialized model by registry name (e.g. "fast", "keras_cnn") with a head
+    for `num_classes` classes, for square inputs of `input_size` pixels."""
     config = get_model_config(name)
     builder = _REGISTRY[name][0]
-    model = builder(num_classes=num_classes, **{**config.kwargs, **kwargs})
+    if num_classes < 1:
+        raise ValueError(f"a model needs at least one class, not {num_classes}")
+    model = builder(num_classes=num_classes, input_size=input_size, **{**config.kwargs, **kwargs})
     model.model_name = name  # type: ignore[assignment]
     return model
 
