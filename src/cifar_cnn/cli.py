@@ -40,13 +40,24 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from cifar_cnn import __version__
 
-    p = argparse.ArgumentParser(prog="cifar-cnn", description="Train, evaluate and use CIFAR-10 CNNs.")
+    p = argparse.ArgumentParser(prog="cifar-cnn", description="Train, evaluate and use CNN image classifiers: "
+                                "CIFAR-10 or your own labelled images.")  # fmt: skip
     p.add_argument("--version", action="version", version=f"cifar-cnn {__version__}")
     sub = p.add_subparsers(title="commands")
 
-    t = sub.add_parser("train", help="train a recipe on CIFAR-10 and evaluate it on the test set")
+    t = sub.add_parser("train", help="train a recipe on CIFAR-10 or on a labelled image folder, then evaluate it")
     t.add_argument("--recipe", default="fast", help="fast (default), keras_cnn, medium or large")
-    t.add_argument("--out", help="run folder for checkpoints and model.safetensors (default runs/RECIPE)")
+    t.add_argument("--data", help="a labelled image folder (FOLDER/<class>/<images>, or train/ val/ test/ of them), "
+                   "or a CIFAR-10 folder or archive (default: CIFAR-10 from $CIFAR_CNN_DATA, cache, download)")  # fmt: skip
+    t.add_argument(
+        "--out", help="run folder for checkpoints and model.safetensors (default runs/RECIPE or runs/FOLDER)"
+    )
+    t.add_argument("--init", default="auto", help="auto (default: fine-tune the bundled CIFAR-10 weights on small "
+                   "folders), scratch, pretrained, or a model file to start from")  # fmt: skip
+    t.add_argument("--image-size", type=int, default=32, help="folder images are resized to this square size (32, 64)")
+    t.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out for validation when "
+                   "the folder has no val/ (default 0.2)")  # fmt: skip
+    t.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--epochs", type=float, help="override the recipe's number of epochs")
     t.add_argument("--batch-size", type=int, help="override the recipe's batch size")
@@ -56,18 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
-    t.add_argument("--data", help="CIFAR-10 folder or archive (default: $CIFAR_CNN_DATA, cache, download)")
     t.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
     t.add_argument("--train-subset", type=int, help="train on the first N images only")
     t.add_argument("--test-subset", type=int, help="evaluate on the first N test images only")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix")
+    e = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on test data")
     e.add_argument("model", nargs="?", help="model file or run folder (default: bundled pretrained)")
     e.add_argument("--tta", type=int, help="test-time augmentation: 0 none, 1 mirror, 2 mirror+translate")
-    e.add_argument("--data", help="CIFAR-10 folder or archive")
-    e.add_argument("--images", help="evaluate on a labelled image folder instead: DIR/<class name>/<images>")
+    e.add_argument("--data", help="CIFAR-10 folder or archive (for CIFAR-10 models)")
+    e.add_argument("--images", help="a labelled image folder DIR/<class name>/<images> (default: the model's own "
+                   "folder's test split, or CIFAR-10's test set)")  # fmt: skip
     e.add_argument("--test-subset", type=int)
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=cmd_evaluate)
@@ -119,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--data", help="CIFAR-10 folder or archive")
     dp.add_argument("--recipe", default="fast", help="whose augmentation to show")
     dp.set_defaults(func=cmd_data_preview)
+    dc = dsub.add_parser("check", help="check a labelled image folder: classes, splits, skipped files, duplicates")
+    dc.add_argument("folder")
+    dc.add_argument("--image-size", type=int, default=32)
+    dc.add_argument("--val-fraction", type=float, default=0.2)
+    dc.add_argument("--seed", type=int, default=0)
+    dc.add_argument("--json", action="store_true", help="print JSON")
+    dc.set_defaults(func=cmd_data_check)
 
     s = sub.add_parser("serve", help="web page + HTTP API (FastAPI under uvicorn)")
     s.add_argument("model", nargs="?", help="model file or run folder (default: bundled pretrained)")
@@ -145,29 +163,32 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--summary", metavar="NAME", help="print a Keras-style summary of one model")
     m.set_defaults(func=cmd_models)
 
-    i = sub.add_parser("info", help="show a model file's metadata")
+    i = sub.add_parser("info", help="show a model's card: classes, input size, normalization, recipe, metrics")
     i.add_argument("model", nargs="?")
     i.set_defaults(func=cmd_info)
     return p
 
 
 def cmd_train(args) -> int:
-    from cifar_cnn.data import load_cifar10
+    from cifar_cnn.data import is_cifar10_source, load_cifar10
     from cifar_cnn.train import CHECKPOINT_NAME, train
 
-    out = Path(args.out or f"runs/{args.recipe}")
+    folder = args.data and Path(args.data).is_dir() and not is_cifar10_source(args.data)
+    out = Path(args.out or (f"runs/{Path(args.data).resolve().name}" if folder else f"runs/{args.recipe}"))
     if (out / CHECKPOINT_NAME).exists() and not (args.resume or args.overwrite):
         raise CifarCnnError(f"{out} already holds a run: add --resume to continue it or --overwrite to start over")
-    data = load_cifar10(args.data, verbose=not args.quiet)
+    data = args.data if folder else load_cifar10(args.data, verbose=not args.quiet)
     result = train(
         args.recipe, data=data, out_dir=out, seed=args.seed, resume=args.resume, device=args.device,
+        init=args.init, image_size=args.image_size, val_fraction=args.val_fraction, class_weights=args.class_weights,
         train_subset=args.train_subset, test_subset=args.test_subset, progress=not args.quiet,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, compile=args.compile,
     )  # fmt: skip
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:
-        print(f"Test accuracy: {result.metrics.accuracy:.2%}  (model saved to {result.model_path})")
+        split = result.card.metrics.get("split", "test")
+        print(f"{split.capitalize()} accuracy: {result.metrics.accuracy:.2%}  (model saved to {result.model_path})")
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
@@ -178,14 +199,13 @@ def cmd_evaluate(args) -> int:
     from cifar_cnn.predict import load
 
     clf = load(args.model)
-    x_test, y_test, _ = _evaluation_set(args, clf)
-    metrics = compute_metrics(clf.logits(x_test, tta=args.tta), y_test, clf.classes)
+    x, y, name = _evaluation_set(args, clf)
+    metrics = compute_metrics(clf.logits(x, tta=args.tta), y, clf.classes)
+    tta = clf.tta if args.tta is None else args.tta
     if args.json:
-        print(json.dumps({"model": clf.name, "tta": clf.tta if args.tta is None else args.tta, **metrics.to_dict()}))
+        print(json.dumps({"model": clf.name, "data": name, "tta": tta, **metrics.to_dict()}))
     else:
-        print(
-            f"Model: {clf.name} ({args.model or 'bundled pretrained'}), tta={clf.tta if args.tta is None else args.tta}"
-        )
+        print(f"Model: {clf.name} ({args.model or 'bundled pretrained'}), tta={tta}, on the {name}")
         print(metrics.format())
     return 0
 
@@ -245,17 +265,13 @@ def cmd_bench(args) -> int:
 
 
 def _evaluation_set(args, clf):
-    from cifar_cnn.data import load_cifar10, load_image_folder
+    from cifar_cnn.evaluate import evaluation_set
 
-    if args.images:
-        x, y, problems = load_image_folder(args.images, clf.classes)
-        for problem in problems:
-            print(f"warning: skipped {problem}", file=sys.stderr)
-        name = f"images in {args.images}"
-    else:
-        _, (x, y) = load_cifar10(args.data, verbose=not getattr(args, "json", False))
-        name = "CIFAR-10 test set"
-    return x[: args.test_subset], y[: args.test_subset], name
+    x, y, name, problems = evaluation_set(clf, images=args.images, data=args.data, subset=args.test_subset,
+                                          verbose=not getattr(args, "json", False))  # fmt: skip
+    for problem in problems:
+        print(f"warning: skipped {problem}", file=sys.stderr)
+    return x, y, name
 
 
 def cmd_report(args) -> int:
@@ -277,6 +293,15 @@ def cmd_data_preview(args) -> int:
     for path in save_previews(x_train, y_train, args.out, recipe=args.recipe):
         print(f"wrote {path}")
     return 0
+
+
+def cmd_data_check(args) -> int:
+    from cifar_cnn.datasets import check_folder
+
+    check = check_folder(args.folder, image_size=args.image_size, val_fraction=args.val_fraction, seed=args.seed,
+                         progress=not args.json)  # fmt: skip
+    print(json.dumps(check.to_dict(), ensure_ascii=False) if args.json else check.format())
+    return 0 if check.ok else 1
 
 
 def cmd_serve(args) -> int:
@@ -332,8 +357,8 @@ def cmd_info(args) -> int:
     from cifar_cnn.predict import load
 
     clf = load(args.model)
-    meta = {k: v for k, v in clf.metadata.items() if k != "history"}
-    print(json.dumps(meta, indent=2))
+    meta = {k: v for k, v in clf.card.to_dict().items() if k != "history"}
+    print(json.dumps(meta, indent=2, ensure_ascii=False))
     return 0
 
 

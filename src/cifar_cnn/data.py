@@ -99,6 +99,12 @@ def locate(path: str | os.PathLike | None = None, *, download: bool = True, verb
     return download_archive(cache_dir() / ARCHIVE_NAME, verbose=verbose)
 
 
+def is_cifar10_source(path: str | os.PathLike) -> bool:
+    """Whether `path` is (or holds) the CIFAR-10 archive or batches folder, rather than a
+    labelled image folder."""
+    return _find_in(Path(path)) is not None
+
+
 def _find_in(path: Path) -> Path | None:
     if path.is_file():
         return path

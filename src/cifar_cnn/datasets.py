@@ -122,6 +122,7 @@ class ImageDataset:
     test_split: str = "test"  # "test", or "val" when the folder has no test images
     files: dict[str, list[str]] = field(default_factory=dict)  # split -> file paths, in array order
     check: DataCheck | None = None
+    split: dict = field(default_factory=dict)  # how val was drawn: {"val_fraction", "seed"}, to redo it
 
     @property
     def num_classes(self) -> int:
@@ -129,7 +130,8 @@ class ImageDataset:
 
     def summary(self) -> dict:
         return {"name": self.name, "train_images": len(self.train_x), "val_images": len(self.val_x),
-                "test_images": len(self.test_x), "test_split": self.test_split, "sha256": self.sha256}  # fmt: skip
+                "test_images": len(self.test_x), "test_split": self.test_split, "sha256": self.sha256,
+                "folder": not self.recipe_tuned, **self.split}  # fmt: skip
 
 
 # ---- CIFAR-10 ----------------------------------------------------------------------------------
@@ -211,6 +213,31 @@ def check_folder(folder: str | os.PathLike, **kwargs) -> DataCheck:
         if check is None:
             raise
         return check
+
+
+def labelled_images(folder: str | os.PathLike, classes: list[str], image_size: int = 32,
+                    progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:  # fmt: skip
+    """Every image of a folder of class subfolders (or train/val/test folders of them) whose names
+    are among a model's `classes`: uint8 (N, S, S, 3), int64 labels (N,), and one message per
+    skipped file. For evaluating a model on new labelled images.
+
+    Raises:
+        DataError: no such folder, a subfolder that is not one of `classes`, or no readable image.
+    """
+    check, entries = scan_folder(folder)
+    unknown = sorted({c for _, _, c in entries} - set(classes))
+    if unknown:
+        raise DataError(f"{folder}: subfolders {', '.join(unknown)} are not classes of the model; "
+                        f"its classes: {', '.join(classes)}")  # fmt: skip
+    paths = [e[0] for e in entries]
+    images, _, failures = decode_files(Path(folder), paths, image_size, progress=progress)
+    problems = [f"{f}: {why}" for f, why in check.skipped]
+    problems += [f"{p}: {SKIP_REASONS.get(kind, 'unreadable')}: {msg}" for p, (kind, msg) in failures.items()]
+    good = [i for i, p in enumerate(paths) if p not in failures]
+    if not good:
+        raise DataError(f"{folder}: no readable images in class subfolders ({len(problems)} problem(s))")
+    labels = np.array([classes.index(entries[i][2]) for i in good], dtype=np.int64)
+    return images[good], labels, problems
 
 
 def _is_ignored(name: str) -> bool:
@@ -414,6 +441,7 @@ def _assemble(root: Path, check: DataCheck, entries, images: np.ndarray, digests
         test_x=images[parts[test_split]], test_y=labels[parts[test_split]],
         mean=mean, std=std, input_size=image_size, sha256=hashlib.sha256(images.tobytes()).hexdigest(),
         test_split=test_split, files={s: [entries[i][0] for i in idx] for s, idx in parts.items()}, check=check,
+        split={"val_fraction": val_fraction, "seed": seed},
     )  # fmt: skip
 
 
@@ -464,7 +492,7 @@ def _find_duplicates(check: DataCheck, entries, digests: list[str]) -> None:
                               "check their labels")  # fmt: skip
     if check.leaks:
         check.warnings.append(
-            f"{len(check.leaks)} training image(s) also appear in val/test: those scores are inflated"
+            f"{len(check.leaks)} training image(s) also appear in val/test (a leak): their scores are inflated"
         )
 
 

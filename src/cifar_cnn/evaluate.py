@@ -101,3 +101,43 @@ def compute_metrics(logits: torch.Tensor, labels: np.ndarray | torch.Tensor, cla
         class_names=list(class_names),
         loss=float(F.cross_entropy(logits, labels_t)) if len(labels_t) else float("nan"),
     )
+
+
+def evaluation_set(clf, images=None, data=None, subset: int | None = None,
+                   verbose: bool = True) -> tuple[np.ndarray, np.ndarray, str, list[str]]:  # fmt: skip
+    """What to evaluate a `Classifier` on: (uint8 images, labels, a description, skipped files).
+
+    - `images`: a labelled folder of the model's classes;
+    - else a model trained on a folder: that folder's test split (its validation split when it
+      has none), drawn again as in training;
+    - else CIFAR-10's test set (from `data`, see `load_cifar10`).
+
+    Raises:
+        DataError: the training folder is gone (pass `images`), or the data cannot be read.
+    """
+    from cifar_cnn.data import CLASS_NAMES, load_cifar10
+    from cifar_cnn.datasets import image_folder, labelled_images
+    from cifar_cnn.errors import DataError
+
+    problems: list[str] = []
+    source = clf.card.data
+    if images:
+        x, y, problems = labelled_images(images, clf.classes, clf.input_size, progress=verbose)
+        name = f"images in {images}"
+    elif source.get("folder") and data is None:
+        folder = source.get("name", "")
+        from pathlib import Path
+
+        if not Path(folder).is_dir():
+            raise DataError(f"this model was trained on {folder}, which is not here: evaluate it with --images DIR")
+        ds = image_folder(folder, image_size=clf.input_size, val_fraction=source.get("val_fraction", 0.2),
+                          seed=source.get("seed", 0), progress=verbose)  # fmt: skip
+        x, y = ds.test_x, ds.test_y
+        name = f"{ds.test_split} split of {folder}"
+    elif list(clf.classes) == list(CLASS_NAMES):
+        _, (x, y) = load_cifar10(data, verbose=verbose)
+        name = "CIFAR-10 test set"
+    else:
+        raise DataError(f"no evaluation data for this model's classes ({', '.join(clf.classes[:5])}...): "
+                        "pass --images DIR with one subfolder per class")  # fmt: skip
+    return x[:subset], np.asarray(y).ravel()[:subset], name, problems

@@ -223,7 +223,8 @@ def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, se
     if ds.check is not None:
         log(ds.check.format(limit=5))
     init_source = "scratch" if custom else resolve_init(init, base.model, ds, log)
-    recipe, notes = fit_to_data(base, len(ds.train_x), ds.recipe_tuned, init_source != "scratch", set(overrides))
+    fixed = {k for k, v in overrides.items() if v is not None}  # what the user chose stays as chosen
+    recipe, notes = fit_to_data(base, len(ds.train_x), ds.recipe_tuned, init_source != "scratch", fixed)
     for note in notes:
         log(note)
 
