@@ -43,13 +43,15 @@ def test_bench_writes_valid_results(real_data, tmp_path, capsys):
 def test_profile_writes_an_operator_table(tmp_path):
     from cifar_cnn.bench import profile_training
 
-    path = profile_training("keras_cnn", steps=1, out_dir=tmp_path)
+    path = profile_training("keras_cnn", steps=2, out_dir=tmp_path)
     text = path.read_text()
-    assert "Self CPU" in text and "convolution" in text
+    assert "Self CPU" in text and "convolution" in text and "(batch 128)" in text
+    assert "Optimizer.step#Adam.step" in text or "adam" in text.lower()  # the trainer's own step, optimizer included
 
 
-def test_inference_backends_agree_on_rates(model_file):
+def test_inference_backends_run_the_same_model(model_file):
     from cifar_cnn.bench import inference_backends
 
     result = inference_backends(str(model_file), batch=64, repeats=1)
-    assert result["pytorch_fp32"] > 0 and result["onnxruntime_fp32"] > 0 and result["model"] == "keras_cnn"
+    assert result["model"] == "keras_cnn" and {"pytorch_fp32", "onnxruntime_fp32"} <= set(result)
+    assert result["onnxruntime_max_abs_diff"] < 1e-4  # same probabilities from ONNX Runtime and PyTorch

@@ -46,9 +46,12 @@ def test_train_refuses_to_overwrite_a_run(model_file, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
-def test_unknown_recipe(capsys, tmp_path):
-    assert main(["train", "--recipe", "nope", "--out", str(tmp_path), "--data", str(tmp_path)]) == 2
-    assert "error:" in capsys.readouterr().err
+def test_unknown_recipe_is_refused_before_any_data_is_read(capsys, tmp_path, monkeypatch):
+    import cifar_cnn.data
+
+    monkeypatch.setattr(cifar_cnn.data, "load_cifar10", lambda *a, **k: pytest.fail("data read before the check"))
+    assert main(["train", "--recipe", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown recipe 'nope'" in capsys.readouterr().err
 
 
 def test_info_and_models(model_file, capsys):

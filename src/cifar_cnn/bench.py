@@ -299,35 +299,29 @@ def comparison(new: dict, old: dict) -> str:
 
 def profile_training(recipe_name: str = "fast", steps: int = 4, out_dir: str | Path = "bench/results") -> Path:
     """Where a training step's time goes: torch.profiler's per-operator table for a few steps
-    of the recipe at its real batch size, on random data."""
+    of the recipe at its real batch size, on random data, through the trainer's own `train_step`."""
     from torch.profiler import ProfilerActivity, profile
 
-    from cifar_cnn.optim import make_optimizers
+    from cifar_cnn.train import prepare, train_step
 
     recipe = get_recipe(recipe_name)
-    device = choose_device()
-    bf16 = use_bf16(device)
-    model = create_model(recipe.model).to(device, memory_format=torch.channels_last)
-    opts = make_optimizers(model, recipe, total_steps=100, steps_per_epoch=25)
-    x = torch.randn(recipe.batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (recipe.batch_size,), device=device)
-
-    def step(i: int) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x).float(), y, reduction="sum")
-        loss.backward()
-        opts.step(i)
-        model.zero_grad(set_to_none=True)
-
-    step(0)  # warm-up: oneDNN picks its kernels on the first call
+    rng = np.random.default_rng(0)
+    n = recipe.batch_size + recipe.batch_size // 9 + 1  # one full batch after the holdout
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, (n, 1)).astype(np.uint8)
+    run = prepare(recipe, data=((images, labels), (images[:10], labels[:10])), progress=False, epochs=steps + 1)
+    x, y = next(run.batches.epoch(0, run.generator))
+    train_step(run, x, y)  # warm-up: oneDNN picks its kernels on the first call
+    device = run.device
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        for i in range(steps):
-            step(i + 1)
+        for _ in range(steps):
+            train_step(run, x, y)
+            run.state["step"] += 1
     sort = "cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=sort, row_limit=25)
     hw = describe(device)
-    header = f"Profile of {steps} training steps of '{recipe_name}' (batch {recipe.batch_size}) on {hw.get('gpu', hw['cpu'])}, {_now()}\n"
+    header = f"Profile of {steps} training steps of '{recipe_name}' (batch {len(x)}) on {hw.get('gpu', hw['cpu'])}, {_now()}\n"
     path = Path(out_dir) / f"profile-{recipe_name}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + table)
@@ -364,6 +358,9 @@ def inference_backends(model_path: str | None = None, batch: int = 1000, repeats
         path = export_onnx(clf, Path(tmp) / "m.onnx")
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         results["onnxruntime_fp32"] = rate(lambda: session.run(None, {"images": images}))
+        # The same model must give the same answers on both backends, or its speed means nothing.
+        reference = clf.predict_proba(images, tta=0, bf16=False)
+        results["onnxruntime_max_abs_diff"] = float(np.abs(session.run(None, {"images": images})[0] - reference).max())
     return results
 
 

@@ -171,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args) -> int:
     from cifar_cnn.data import is_cifar10_source, load_cifar10
+    from cifar_cnn.recipes import get_recipe
     from cifar_cnn.train import CHECKPOINT_NAME, train
 
+    get_recipe(args.recipe)  # a typo fails now, not after the data is read
     folder = args.data and Path(args.data).is_dir() and not is_cifar10_source(args.data)
     out = Path(args.out or (f"runs/{Path(args.data).resolve().name}" if folder else f"runs/{args.recipe}"))
     if (out / CHECKPOINT_NAME).exists() and not (args.resume or args.overwrite):
