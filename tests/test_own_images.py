@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from tests.test_datasets import make_colour_folder
 from torch import nn
 
 import cifar_cnn
 from cifar_cnn.cli import main
 from cifar_cnn.recipes import fit_to_data, get_recipe
 from cifar_cnn.transfer import head_names, load_matching
-from tests.test_datasets import make_colour_folder
 
 
 @pytest.fixture(scope="module")
