@@ -16,7 +16,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ from cifar_cnn.datasets import ImageDataset, cifar10, from_arrays, image_folder
 from cifar_cnn.errors import CheckpointError, CifarCnnError
 from cifar_cnn.evaluate import Metrics, compute_metrics, predict_logits
 from cifar_cnn.hardware import choose_device, describe, summary_line, use_bf16
-from cifar_cnn.models import create_model
+from cifar_cnn.models import create_model, get_model_config, list_models
 from cifar_cnn.optim import Optimizers, make_optimizers
 from cifar_cnn.preprocess import batch_cutout, batch_flip, batch_translate, reflect_pad, to_tensor
 from cifar_cnn.recipes import Recipe, fit_to_data, get_recipe
@@ -199,8 +199,10 @@ def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, se
             image_size=32, val_fraction=0.2, class_weights=False, train_subset=None, test_subset=None,
             progress=True, compile=False, **overrides) -> Run:  # fmt: skip
     """Data, model, transfer, schedule, optimizers and (with `resume`) the saved state."""
-    custom = model is not None
-    recipe = recipe or ("keras_cnn" if custom else "fast")
+    registered = getattr(model, "model_name", None) if model is not None else None
+    custom = model is not None and registered not in list_models()  # else a registry model the user built
+    default = get_model_config(registered).default_recipe if registered in list_models() else "keras_cnn"
+    recipe = recipe or (default if model is not None else "fast")
     base = (get_recipe(recipe) if isinstance(recipe, str) else recipe).override(**overrides)  # validated first
     if class_weights:
         base = base.override(class_weights=True)
@@ -232,8 +234,10 @@ def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, se
     train_x = to_tensor(ds.train_x, ds.mean, ds.std, dtype=store)
     inputs = {s: to_tensor(getattr(ds, f"{s}_x"), ds.mean, ds.std, dtype=store) for s in ("val", "test")}
     torch.manual_seed(seed)
-    if custom:
-        net = model
+    if model is not None:
+        net = _check_outputs(model, ds)
+        if registered and not custom:
+            recipe = replace(recipe, model=registered)  # the card names the architecture trained
     else:
         net = create_model(recipe.model, num_classes=ds.num_classes, input_size=ds.input_size)
     net = net.to(dev, memory_format=torch.channels_last)
@@ -263,6 +267,22 @@ def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, se
     if compile:
         run.net = torch.compile(run.net)
     return run
+
+
+def _check_outputs(model: nn.Module, ds: ImageDataset) -> nn.Module:
+    """A user's module must give one logit per class of the data for images of its size."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, 3, ds.input_size, ds.input_size))
+    except Exception as exc:  # any error of the user's forward on the data's image size
+        raise ValueError(f"your model fails on images of (N, 3, {ds.input_size}, {ds.input_size}): {exc}") from exc
+    finally:
+        model.train(was_training)
+    if tuple(out.shape) != (2, ds.num_classes):
+        raise ValueError(f"your model outputs shape {tuple(out.shape[1:])} per image, but the data has "
+                         f"{ds.num_classes} classes: give it a head of {ds.num_classes} outputs")  # fmt: skip
+    return model
 
 
 def fit(run: Run) -> None:
