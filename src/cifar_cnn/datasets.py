@@ -245,17 +245,20 @@ def _is_ignored(name: str) -> bool:
 
 
 def _walk_files(top: Path, root: Path, check: DataCheck) -> list[str]:
-    """Every non-hidden file under `top`, as paths relative to `root`, sorted."""
+    """Every non-hidden file under `top`, as paths relative to `root`, sorted (string paths:
+    pathlib costs seconds on 50,000 files)."""
     found = []
+    root_str = str(root)
     for dirpath, dirnames, filenames in os.walk(top):
         hidden = [d for d in dirnames if _is_ignored(d)]
         check.ignored += len(hidden)
         dirnames[:] = sorted(d for d in dirnames if not _is_ignored(d))
+        rel_dir = os.path.relpath(dirpath, root_str)
         for f in filenames:
             if _is_ignored(f):
                 check.ignored += 1
             else:
-                found.append(str(Path(dirpath, f).relative_to(root)))
+                found.append(f"{rel_dir}/{f}" if os.sep == "/" else os.path.join(rel_dir, f))
     return sorted(found)
 
 
@@ -308,8 +311,8 @@ def _cache_path(root: Path, image_size: int) -> Path:
     return cache_dir() / "folders" / f"{key}.npz"
 
 
-def _file_key(root: Path, rel: str) -> str:
-    st = (root / rel).stat()
+def _file_key(root: str, rel: str) -> str:
+    st = os.stat(os.path.join(root, rel))
     return f"{rel}\0{st.st_size}\0{st.st_mtime_ns}"
 
 
@@ -352,7 +355,7 @@ def decode_files(root: Path, paths: list[str], size: int, workers: int | None = 
     keys = []
     for p in paths:
         try:
-            keys.append(_file_key(root, p))
+            keys.append(_file_key(str(root), p))
         except OSError:
             keys.append(f"{p}\0missing")
     images = np.zeros((len(paths), size, size, 3), np.uint8)
@@ -523,17 +526,16 @@ def _check_classes(check: DataCheck, classes: list[str], labels: np.ndarray, spl
                               f"{train_counts.min()}): consider --class-weights")  # fmt: skip
 
 
-def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std in [0, 1] of uint8 images (N, H, W, 3), in chunks (low memory)."""
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1] of uint8 images (N, H, W, 3), exact, from a histogram
+    of each channel's 256 values (fast, and no float copy of the data)."""
     if not len(images):
         return CIFAR10_MEAN, CIFAR10_STD
-    total = np.zeros(3)
-    squares = np.zeros(3)
-    for start in range(0, len(images), chunk):
-        x = images[start : start + chunk].reshape(-1, 3).astype(np.float64) / 255
-        total += x.sum(0)
-        squares += (x * x).sum(0)
-    n = images.shape[0] * images.shape[1] * images.shape[2]
-    mean = total / n
-    std = np.sqrt(np.maximum(squares / n - mean**2, 1e-12))
-    return tuple(round(float(v), 4) for v in mean), tuple(round(float(max(v, 1e-3)), 4) for v in std)
+    values = np.arange(256) / 255
+    mean, std = [], []
+    for c in range(3):
+        counts = np.bincount(images[..., c].ravel(), minlength=256)
+        m = float(counts @ values / counts.sum())
+        mean.append(round(m, 4))
+        std.append(round(max(float(np.sqrt(counts @ (values - m) ** 2 / counts.sum())), 1e-3), 4))
+    return tuple(mean), tuple(std)
