@@ -102,10 +102,3 @@ def load_optimizer_tensors(
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": extra["param_groups"]})
-
-
-def update_metadata(path: str | os.PathLike, **fields) -> None:
-    """Add or change metadata fields of a model file in place (atomically)."""
-    tensors, metadata = load_tensors(path)
-    metadata.pop("format_version", None)
-    save_tensors(Path(path), tensors, {**metadata, **fields})

@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from cifar_cnn.errors import CifarCnnError, DataError, ImageError
+from cifar_cnn.preprocess import CIFAR10_MEAN, CIFAR10_STD
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # per-channel statistics of the CIFAR-10 training images
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 IGNORED = {"thumbs.db", "desktop.ini", "__macosx", "$recycle.bin", "system volume information", "@eadir"}
 MIN_IMAGES_PER_CLASS = 2  # one to train on, one to validate
