@@ -87,3 +87,46 @@ def model_file(tmp_path_factory):
             (rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, (16, 1)).astype(np.uint8)))  # fmt: skip
     out = tmp_path_factory.mktemp("run")
     return train("keras_cnn", data=data, epochs=1, out_dir=out, progress=False).model_path
+
+
+OWN_CLASSES = {"red": (215, 45, 40), "grün": (45, 185, 65), "blue sky": (70, 125, 225)}  # Unicode, a space
+
+
+def make_own_folder(root: Path, per_class: int = 12) -> Path:
+    """A labelled folder of 3 colour classes (one Unicode name, one with a space): noisy images of
+    assorted sizes and formats, so decoding and resizing to the model's input size are exercised."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    for name, rgb in OWN_CLASSES.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = (40 + 13 * (i % 4), 48 + 17 * (i % 3))
+            pixels = np.clip(np.array(rgb) + rng.normal(0, 35, (h, w, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.{'jpg' if i % 3 == 0 else 'png'}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def own_folder(tmp_path_factory) -> Path:
+    return make_own_folder(tmp_path_factory.mktemp("own") / "photos")
+
+
+def _train_folder_model(folder: Path, out: Path, image_size: int) -> Path:
+    from cifar_cnn.train import train
+
+    result = train("keras_cnn", data=str(folder), epochs=3, out_dir=out, progress=False, init="scratch",
+                   image_size=image_size)  # fmt: skip
+    return result.model_path
+
+
+@pytest.fixture(scope="session")
+def folder_model(own_folder, tmp_path_factory) -> Path:
+    """keras_cnn trained briefly on `own_folder`: classes ["blue sky", "grün", "red"], 32 px input."""
+    return _train_folder_model(own_folder, tmp_path_factory.mktemp("folder_run"), 32)
+
+
+@pytest.fixture(scope="session")
+def folder_model_64(own_folder, tmp_path_factory) -> Path:
+    """The same 3 classes at a 64 px input size."""
+    return _train_folder_model(own_folder, tmp_path_factory.mktemp("folder_run_64"), 64)

@@ -1,5 +1,6 @@
 """The served web page in real headless Chromium, and a bounded load test over loopback."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -24,10 +25,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(model_file):
+@contextlib.contextmanager
+def running_server(model_path):
+    """`cifar-cnn serve MODEL` in a subprocess on a free loopback port; yields its URL."""
     port = free_port()
-    cmd = [sys.executable, "-m", "cifar_cnn.cli", "serve", str(model_file), "--port", str(port)]
+    cmd = [sys.executable, "-m", "cifar_cnn.cli", "serve", str(model_path), "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -40,9 +42,23 @@ def server(model_file):
     else:
         proc.kill()
         pytest.fail(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(model_file):
+    with running_server(model_file) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def folder_server(folder_model):
+    with running_server(folder_model) as url:
+        yield url
 
 
 @pytest.fixture
@@ -80,6 +96,26 @@ def test_page_classifies_an_upload(server, browser, tmp_path):
     assert "Could not classify" in page.locator(".card.failed .error").inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
+
+
+def test_page_shows_the_models_own_classes(folder_server, browser, own_folder):
+    page = browser.new_page(viewport={"width": 420, "height": 860})
+    page.goto(folder_server)
+    page.wait_for_function("document.querySelectorAll('#classes li').length > 0")
+    assert page.locator("#classes li").all_inner_texts() == ["blue sky", "grün", "red"]
+    assert "32" in page.locator("#model").inner_text() and "keras_cnn" in page.title()
+    page.set_input_files("#file", [str(own_folder / "blue sky" / "2.png")])
+    page.wait_for_selector(".card.done", timeout=30000)
+    card = page.locator(".card.done").first
+    assert card.locator(".bar").count() == 3  # top 5 of a 3-class model: its 3 classes
+    assert sorted(card.locator(".bar .label").all_inner_texts()) == ["blue sky", "grün", "red"]
+    assert card.locator(".top").inner_text().startswith("blue sky")
+    text = page.locator("body").inner_text()
+    alts = " ".join(page.eval_on_selector_all("img", "els => els.map(e => e.alt)"))
+    for word in ("airplane", "automobile", "truck", "CIFAR", "ten classes"):
+        assert word not in text and word not in alts and word not in page.title(), word
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-page-own-classes.png"), full_page=True)
 
 
 def test_bounded_load_test(server):

@@ -62,3 +62,46 @@ def test_walkthrough_runs_top_to_bottom(tmp_path, real_data):
     assert "Test accuracy:" in text and "Confusion matrix" in text
     assert "image/png" in text  # the sample grid and learning curves were drawn
     assert (tmp_path / "runs" / "notebook" / "model.safetensors").is_file()
+
+
+FOLDER_WIDGET_CODE = r"""
+import datetime, json
+import matplotlib
+import cifar_cnn
+from cifar_cnn.widgets import classifier_widget
+
+backend = matplotlib.get_backend()
+widget = classifier_widget(cifar_cnn.load({model!r}))
+data = open({image!r}, "rb").read()
+widget.upload.value = ({{"name": "grün 2.png", "type": "image/png", "size": len(data), "content": memoryview(data),
+                        "last_modified": datetime.datetime.now(datetime.timezone.utc)}},)
+kinds = [sorted(o.get("data", {{}}).keys()) for o in widget.output.outputs]
+print(json.dumps({{"kinds": kinds, "results": widget.results, "header": widget.children[0].value,
+                  "backend_before": backend, "backend_after": matplotlib.get_backend()}}))
+"""
+
+
+def test_widget_for_a_folder_model(folder_model, own_folder, tmp_path):
+    image = own_folder / "grün" / "2.png"
+    code = FOLDER_WIDGET_CODE.format(model=str(folder_model), image=str(image))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    run(nb, tmp_path, timeout=300)
+    result = json.loads(nb.cells[0].outputs[-1]["text"].strip().splitlines()[-1])
+    assert result["kinds"] == [["image/png", "text/plain"]], result
+    [prediction] = result["results"]  # Prediction.to_dict(), as the web API answers
+    assert prediction["filename"] == "grün 2.png" and prediction["label"] == "grün"
+    assert prediction["predictions"][0]["label"] == "grün" and len(prediction["predictions"]) == 3
+    assert all(c in result["header"] for c in ("blue sky", "grün", "red", "32x32"))
+    assert result["backend_after"] == result["backend_before"] and "inline" in result["backend_before"]
+
+
+def test_widget_figure_says_the_real_input_size(folder_model_64, own_folder):
+    from cifar_cnn.predict import load
+    from cifar_cnn.widgets import predict_upload, prediction_figure
+
+    clf = load(folder_model_64)
+    original, small, prediction = predict_upload(clf, (own_folder / "red" / "4.png").read_bytes(), "red.png")
+    assert small.shape == (64, 64, 3) and original.size[0] > 0 and prediction.label in clf.classes
+    fig = prediction_figure(original, small, prediction)
+    assert fig.axes[1].get_title() == "as the model sees it (64x64)"
+    assert [t.get_text() for t in fig.axes[2].get_yticklabels()] == [label for label, _ in prediction.top_k][::-1]

@@ -7,7 +7,8 @@ from PIL import Image
 
 from cifar_cnn.calibrate import calibrate, expected_calibration_error, fit_temperature
 from cifar_cnn.cli import main
-from cifar_cnn.data import load_image_folder
+from cifar_cnn.data import CLASS_NAMES
+from cifar_cnn.datasets import labelled_images
 from cifar_cnn.errors import DataError
 from cifar_cnn.ood import auroc, out_of_distribution_set
 from cifar_cnn.predict import load
@@ -103,7 +104,7 @@ def make_folder(root, files: dict[str, list[tuple[str, bytes | None]]]):
 def test_image_folder_evaluation(tmp_path, model_file, capsys):
     make_folder(tmp_path, {"cat": [("a.jpg", None), ("b.png", None), ("broken.jpg", b"nope")], "dog": [("c.webp", None)],
                            "truck": []})  # fmt: skip
-    x, y, problems = load_image_folder(tmp_path)
+    x, y, problems = labelled_images(tmp_path, list(CLASS_NAMES), progress=False)
     assert x.shape == (3, 32, 32, 3) and y.ravel().tolist() == [3, 3, 5]
     assert any("broken.jpg" in p for p in problems) and any("empty folder" in p for p in problems)
     assert main(["evaluate", str(model_file), "--images", str(tmp_path), "--json"]) == 0
@@ -114,17 +115,18 @@ def test_image_folder_evaluation(tmp_path, model_file, capsys):
 
 
 def test_image_folder_errors(tmp_path):
+    classes = list(CLASS_NAMES)
     with pytest.raises(DataError, match="not found"):
-        load_image_folder(tmp_path / "missing")
-    with pytest.raises(DataError, match="no subfolders"):
-        load_image_folder(tmp_path)
+        labelled_images(tmp_path / "missing", classes, progress=False)
+    with pytest.raises(DataError, match="no readable images in class subfolders"):
+        labelled_images(tmp_path, classes, progress=False)
     make_folder(tmp_path, {"cats": [("a.jpg", None)]})
-    with pytest.raises(DataError, match=r"cats.*not class names"):
-        load_image_folder(tmp_path)
+    with pytest.raises(DataError, match=r"cats.*not classes of the model"):
+        labelled_images(tmp_path, classes, progress=False)
     (tmp_path / "cats").rename(tmp_path / "cat")
     (tmp_path / "cat" / "a.jpg").write_bytes(b"garbage")
     with pytest.raises(DataError, match="no readable images"):
-        load_image_folder(tmp_path)
+        labelled_images(tmp_path, classes, progress=False)
 
 
 @pytest.mark.slow
@@ -132,3 +134,100 @@ def test_data_preview(tmp_path, real_data):
     assert main(["data", "preview", "--out", str(tmp_path)]) == 0
     assert Image.open(tmp_path / "training_images.png").size[0] > 300
     assert Image.open(tmp_path / "augmentation.png").size[0] > 300
+
+
+# ---- any class set and input size ----------------------------------------------------------------
+
+
+def folder_images(clf, folder):
+    """Every image of the folder at the model's input size, labelled by the model's class order."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    images = np.stack([clf.load_image(p) for p in files])
+    return images, np.array([clf.classes.index(p.parent.name) for p in files])
+
+
+def test_report_for_a_folder_model(folder_model, own_folder, tmp_path):
+    clf = load(folder_model)
+    images, labels = folder_images(clf, own_folder)
+    report = build_report(clf, images, labels, tmp_path / "r", dataset="my photos", ood=True)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["classes"] == ["blue sky", "grün", "red"] and summary["class_weights"] is False
+    predicted = clf.predict_proba(images).argmax(1)
+    for c, name in enumerate(clf.classes):
+        recall = ((predicted == c) & (labels == c)).sum() / (labels == c).sum()
+        assert summary["per_class_recall"][name] == pytest.approx(recall)
+        assert summary["per_class"][name]["recall"] == pytest.approx(recall)
+    assert len(summary["confusion_matrix"]) == 3 and summary["ood_n"] > 100
+    assert (tmp_path / "r" / "per_class_recall.png").is_file()
+    text = report.text()
+    assert "per-class recall" in text and "grün" in text and "my photos" in text and "CIFAR" not in text
+    page = report.html_path.read_text(encoding="utf-8")
+    assert "<td>grün</td>" in page and "<td>blue sky</td>" in page and "CIFAR" not in page
+
+
+def test_report_for_a_64px_model_resizes_other_sizes(folder_model_64, own_folder, tmp_path):
+    clf = load(folder_model_64)
+    small = labelled_images(own_folder, clf.classes, progress=False)[0]  # decoded at 32 px: resized to 64 for the model
+    assert small.shape[1:] == (32, 32, 3)
+    labels = labelled_images(own_folder, clf.classes, progress=False)[1]
+    report = build_report(clf, small, labels, tmp_path / "r", ood=False)
+    assert report.summary["input_size"] == 64 and report.summary["n"] == len(small)
+    assert report.summary["accuracy"] > 0.5  # chance is 1/3: the images reached the model sensibly
+
+
+@pytest.mark.parametrize("k", [2, 100])
+def test_class_figures_for_few_and_many_classes(k, tmp_path):
+    from cifar_cnn.report import _confusion_figure, _recall_figure
+
+    rng = np.random.default_rng(k)
+    confusion = rng.integers(0, 4, (k, k)) + np.diag(rng.integers(5, 30, k))
+    names = [f"Klasse {i} – ü" for i in range(k)]
+    for path in (_confusion_figure(confusion, names, tmp_path / "c.png"),
+                 _recall_figure(per_class_scores(confusion), names, True, tmp_path / "r.png")):  # fmt: skip
+        assert Image.open(path).size[0] > 300
+
+
+def test_ood_set_at_the_models_input_size():
+    x = out_of_distribution_set(n_synthetic=14, crops_per_image=2, size=64)
+    assert x.dtype == np.uint8 and x.shape[1:] == (64, 64, 3) and len(x) > 20
+
+
+FIGURES_CODE = r"""
+import sys, matplotlib
+import numpy as np
+from pathlib import Path
+from cifar_cnn.preview import save_previews
+from cifar_cnn.report import _confusion_figure
+from cifar_cnn.widgets import prediction_figure, figure_png
+from cifar_cnn.predict import Prediction
+out = Path(sys.argv[1])
+rng = np.random.default_rng(0)
+save_previews(rng.integers(0, 256, (12, 64, 64, 3), dtype=np.uint8), (np.arange(12) % 3).astype(np.uint8), out,
+              classes=["a", "grün", "c"])
+_confusion_figure(np.eye(3, dtype=int), ["a", "grün", "c"], out / "c.png")
+p = Prediction("grün", 0.9, [("grün", 0.9), ("a", 0.1)])
+png = figure_png(prediction_figure(np.zeros((50, 70, 3), np.uint8), np.zeros((64, 64, 3), np.uint8), p))
+print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules, png[:4] == b"\x89PNG")
+"""
+
+
+def test_figures_leave_the_matplotlib_backend_alone(tmp_path):
+    """Report, preview and widget figures render to PNG without pyplot and without switching the
+    backend a notebook (or the user) chose."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    out = subprocess.run([sys.executable, "-c", FIGURES_CODE, str(tmp_path)], capture_output=True, text=True,
+                         env=env, timeout=300, check=True).stdout  # fmt: skip
+    assert out.split() == ["svg", "False", "True"]
+    assert (tmp_path / "training_images.png").is_file() and (tmp_path / "augmentation.png").is_file()
+
+
+def test_cli_report_on_the_folder_models_own_split(folder_model, tmp_path, capsys):
+    assert main(["report", str(folder_model), "--out", str(tmp_path / "rep"), "--no-ood"]) == 0
+    out = capsys.readouterr().out
+    assert "per-class recall" in out and "grün" in out and "split of" in out
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text(encoding="utf-8"))
+    assert set(summary["per_class_recall"]) == {"blue sky", "grün", "red"}

@@ -116,3 +116,55 @@ def test_concurrent_requests_share_batches(model_file):
     assert all(r.status_code == 200 for r in responses)
     batcher = app.state.batcher
     assert batcher.items == 16 and batcher.batches < 16  # several requests per forward pass
+
+
+# ---- a model trained on your own folder: its classes, its input size ----------------------------
+
+CIFAR_WORDS = ("CIFAR", "airplane", "automobile", "truck", "ten classes")
+
+
+@pytest.fixture(scope="module")
+def folder_client(folder_model):
+    with TestClient(create_app(load(folder_model))) as c:
+        yield c
+
+
+def test_folder_model_is_described_by_its_own_classes(folder_client):
+    [info] = folder_client.get("/v1/models").json()
+    assert info["classes"] == ["blue sky", "grün", "red"] and info["num_classes"] == 3
+    assert info["name"] == "keras_cnn" and info["input_size"] == [3, 32, 32]
+    description = folder_client.get("/openapi.json").json()["info"]["description"]
+    assert "grün" in description and "32x32" in description
+    page = folder_client.get("/").text  # the static page names no class: it renders /v1/models
+    for text in (description, page):
+        assert not [w for w in CIFAR_WORDS if w.lower() in text.lower()], text
+
+
+def test_folder_model_predicts_one_of_its_classes(folder_client, folder_model, own_folder):
+    data = (own_folder / "grün" / "1.png").read_bytes()
+    response = post(folder_client, ("grün 1.png", data), ("noise.jpg", encode(photo(), "JPEG")))
+    assert response.status_code == 200
+    body = response.json()
+    expected = load(folder_model).predict([data, encode(photo(), "JPEG")], top_k=5)
+    for result, want, name in zip(body, expected, ["grün 1.png", "noise.jpg"], strict=True):
+        assert set(result) >= {"filename", "label", "score", "predictions", "uncertain"}  # Prediction.to_dict()
+        assert result["filename"] == name and len(result["predictions"]) == 3  # top 5 of 3 classes: all 3
+        assert {p["label"] for p in result["predictions"]} == {"blue sky", "grün", "red"}
+        assert result["label"] == result["predictions"][0]["label"] == want.label
+        assert result["score"] == pytest.approx(want.score, abs=5e-3)
+    assert body[0]["label"] == "grün"
+
+
+def test_64px_model_is_fed_at_its_own_size(folder_model_64, own_folder):
+    clf = load(folder_model_64)
+    with TestClient(create_app(clf)) as client:
+        assert client.get("/v1/models").json()[0]["input_size"] == [3, 64, 64]
+        data = encode(photo(300, 200), "PNG")
+        response = post(client, ("big.png", data), ("red.jpg", (own_folder / "red" / "0.jpg").read_bytes()))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    # Decoded at 64x64 as the Python API does: the same probabilities, not a 32 px image blown up.
+    probs = clf.predict_proba(clf.load_image(data)[None])[0]
+    got = {p["label"]: p["score"] for p in body[0]["predictions"]}
+    assert got == pytest.approx(dict(zip(clf.classes, probs.tolist(), strict=True)), abs=5e-3)
+    assert body[1]["label"] == "red"

@@ -338,7 +338,7 @@ def inference_backends(model_path: str | None = None, batch: int = 1000, repeats
     from cifar_cnn.predict import load
 
     clf = load(model_path)
-    images = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (batch, clf.input_size, clf.input_size, 3), dtype=np.uint8)
     x = clf.preprocess(images)
 
     def rate(fn) -> float:

@@ -288,11 +288,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_data_preview(args) -> int:
-    from cifar_cnn.data import load_cifar10
+    from cifar_cnn.data import CLASS_NAMES, load_cifar10
     from cifar_cnn.preview import save_previews
 
     (x_train, y_train), _ = load_cifar10(args.data)
-    for path in save_previews(x_train, y_train, args.out, recipe=args.recipe):
+    for path in save_previews(x_train, y_train, args.out, classes=CLASS_NAMES, recipe=args.recipe):
         print(f"wrote {path}")
     return 0
 
@@ -315,21 +315,12 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from cifar_cnn.export import export
+    from cifar_cnn.export import default_path, export, export_summary
     from cifar_cnn.predict import load
 
     clf = load(args.model)
-    suffix = ".onnx" if args.format == "onnx" else ".pt"
-    if args.out:
-        out = Path(args.out)
-    elif args.model:
-        model = Path(args.model)
-        out = (model / "model" if model.is_dir() else model).with_suffix(suffix)
-    else:
-        out = Path(f"{clf.name}{suffix}")
-    path = export(clf, out, args.format)
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): input uint8 (N, 32, 32, 3) RGB, "
-          "outputs probabilities and logits; classes and mean/std in its metadata")  # fmt: skip
+    path = export(clf, Path(args.out) if args.out else default_path(clf, args.model, args.format), args.format)
+    print(export_summary(clf, path))
     return 0
 
 

@@ -230,7 +230,7 @@ def labelled_images(folder: str | os.PathLike, classes: list[str], image_size: i
                         f"its classes: {', '.join(classes)}")  # fmt: skip
     paths = [e[0] for e in entries]
     images, _, failures = decode_files(Path(folder), paths, image_size, progress=progress)
-    problems = [f"{f}: {why}" for f, why in check.skipped]
+    problems = [f"{f}: {why}" for f, why in check.skipped] + [f"{c}: empty folder" for c in check.empty_classes]
     problems += [f"{p}: {SKIP_REASONS.get(kind, 'unreadable')}: {msg}" for p, (kind, msg) in failures.items()]
     good = [i for i, p in enumerate(paths) if p not in failures]
     if not good:

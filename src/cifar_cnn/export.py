@@ -1,10 +1,14 @@
 """`cifar-cnn export MODEL --format onnx|torchscript`: portable models with the preprocessing
 folded in.
 
-The exported graph takes what an application has at hand, uint8 RGB images (N, 32, 32, 3)
-(resize to 32x32 first: shorter side to 32, center crop), and returns calibrated class
-probabilities (N, 10) and logits. Class names, mean/std, temperature and layout are also
-stored in the file's metadata. The batch dimension is dynamic.
+The exported graph takes what an application has at hand, uint8 RGB images (N, S, S, 3) at the
+model's input size S (32 or 64...: resize the shorter side to S, then center-crop, as
+`images.to_model_size` does), and returns calibrated class probabilities (N, classes) and
+logits. Class names, input size, mean/std, temperature and layout are stored in the file's
+metadata (ONNX `metadata_props`, TorchScript extra file `metadata.json`), all taken from the
+model's `ModelCard`. The batch dimension is dynamic.
+
+Models trained from your own `nn.Module` (stored as a torch.export program) export too.
 """
 
 from __future__ import annotations
@@ -17,24 +21,38 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cifar_cnn.card import CUSTOM_MODEL
 from cifar_cnn.errors import CifarCnnError
 from cifar_cnn.predict import Classifier
 
+FORMATS = ("onnx", "torchscript")
+
 
 class Exportable(nn.Module):
-    """uint8 (N, 32, 32, 3) -> (probabilities, logits): normalization and temperature inside."""
+    """uint8 (N, S, S, 3) -> (probabilities, logits), with normalization and temperature inside.
+
+    The normalization is the one formula of `preprocess.to_tensor`, with the card's mean/std:
+        x = (pixel / 255 - mean) / std        (per RGB channel, NHWC uint8 -> NCHW float)
+    then probabilities = softmax(model(x) / temperature).
+    """
 
     def __init__(self, clf: Classifier):
         super().__init__()
-        self.model = clf.model.float().eval()
-        self.register_buffer("mean", torch.tensor(clf.mean).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(clf.std).view(1, 3, 1, 1) * 255)
-        self.temperature = clf.temperature
+        card = clf.card
+        self.input_size = card.input_size
+        self.model = copy.deepcopy(clf.model).float().cpu().eval()
+        self.register_buffer("mean", torch.tensor(card.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(card.std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.temperature = float(card.temperature)
+        self.eval()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = images.permute(0, 3, 1, 2).float()
+        x = images.permute(0, 3, 1, 2).float().div(255)
         logits = self.model((x - self.mean) / self.std)
         return torch.softmax(logits / self.temperature, dim=1), logits
+
+    def example(self, n: int = 2) -> torch.Tensor:
+        return torch.zeros(n, self.input_size, self.input_size, 3, dtype=torch.uint8)
 
 
 def exported_program_bytes(model: nn.Module, input_size: int) -> torch.Tensor:
@@ -58,17 +76,29 @@ def exported_program_bytes(model: nn.Module, input_size: int) -> torch.Tensor:
     return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
 
 
+def input_description(clf: Classifier) -> str:
+    s = clf.input_size
+    return f"images: uint8 (N, {s}, {s}, 3) RGB; resize the shorter side to {s} and center-crop to {s}x{s} first"
+
+
 def export_metadata(clf: Classifier) -> dict[str, str]:
+    """String key/values stored in the exported file, all from the model's card."""
+    card = clf.card
     return {
-        "model": clf.name,
-        "classes": json.dumps(clf.classes),
-        "mean": json.dumps(list(clf.mean)),
-        "std": json.dumps(list(clf.std)),
-        "temperature": str(clf.temperature),
-        "uncertain_threshold": str(clf.uncertain_threshold),
-        "input": "images: uint8 (N, 32, 32, 3) RGB; resize the shorter side to 32 and center-crop first",
+        "model": card.model,
+        "classes": json.dumps(card.classes, ensure_ascii=False),
+        "num_classes": str(card.num_classes),
+        "input_size": str(card.input_size),  # the square side S of the uint8 (N, S, S, 3) input
+        "input_shape": json.dumps(["N", card.input_size, card.input_size, 3]),
+        "resize": card.resize,
+        "normalization": "x = (pixel / 255 - mean) / std per RGB channel",
+        "mean": json.dumps(list(card.mean)),
+        "std": json.dumps(list(card.std)),
+        "temperature": str(card.temperature),
+        "uncertain_threshold": str(card.uncertain_threshold),
+        "input": input_description(clf),
         "outputs": "probabilities (N, classes) calibrated; logits (N, classes)",
-        "test_accuracy": str(clf.accuracy),
+        "test_accuracy": str(card.accuracy),
     }
 
 
@@ -77,12 +107,15 @@ def export_onnx(clf: Classifier, path: str | Path, opset: int = 18) -> Path:
 
     path = Path(path)
     module = Exportable(clf)
-    example = torch.zeros(2, 32, 32, 3, dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(
-        module, (example,), str(path), input_names=["images"], output_names=["probabilities", "logits"],
-        dynamic_shapes={"images": {0: batch}}, opset_version=opset, dynamo=True, external_data=False,
-    )  # fmt: skip
+    try:
+        torch.onnx.export(
+            module, (module.example(),), str(path), input_names=["images"], output_names=["probabilities", "logits"],
+            dynamic_shapes={"images": {0: batch}}, opset_version=opset, dynamo=True, external_data=False,
+            verbose=False,
+        )  # fmt: skip
+    except Exception as exc:  # the dynamo exporter raises its own error types
+        raise _export_error("ONNX", clf, exc) from exc
     proto = onnx.load(str(path))
     for key, value in export_metadata(clf).items():
         entry = proto.metadata_props.add()
@@ -94,16 +127,44 @@ def export_onnx(clf: Classifier, path: str | Path, opset: int = 18) -> Path:
 def export_torchscript(clf: Classifier, path: str | Path) -> Path:
     path = Path(path)
     module = Exportable(clf)
-    with torch.no_grad():
-        traced = torch.jit.trace(module, torch.zeros(2, 32, 32, 3, dtype=torch.uint8))
-    extra = {"metadata.json": json.dumps(export_metadata(clf))}
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(module, module.example())
+    except Exception as exc:
+        raise _export_error("TorchScript", clf, exc) from exc
+    extra = {"metadata.json": json.dumps(export_metadata(clf), ensure_ascii=False)}
     torch.jit.save(traced, str(path), _extra_files=extra)
     return path
 
 
+def _export_error(fmt: str, clf: Classifier, exc: Exception) -> CifarCnnError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hint = " (a model from your own module: try the other format)" if clf.name == CUSTOM_MODEL else ""
+    return CifarCnnError(f"could not export {clf.name} to {fmt}: {first}{hint}")
+
+
+def default_path(clf: Classifier, model_arg: str | None, fmt: str = "onnx") -> Path:
+    """Where `cifar-cnn export` writes without --out: beside the model file (model.onnx in a run
+    folder), or <model name>.onnx in the current folder for a bundled model."""
+    suffix = ".onnx" if fmt == "onnx" else ".pt"
+    if model_arg and Path(model_arg).exists():
+        model = Path(model_arg)
+        return (model / "model" if model.is_dir() else model).with_suffix(suffix)
+    return Path(f"{clf.name}{suffix}")
+
+
 def export(clf: Classifier, path: str | Path, fmt: str = "onnx") -> Path:
+    """Write `clf` as `fmt` ("onnx" or "torchscript") to `path`. Raises ValueError for an unknown
+    format, CifarCnnError when the model cannot be exported."""
     if fmt == "onnx":
         return export_onnx(clf, path)
     if fmt == "torchscript":
         return export_torchscript(clf, path)
     raise ValueError(f"unknown export format {fmt!r}: use onnx or torchscript")
+
+
+def export_summary(clf: Classifier, path: str | Path) -> str:
+    """The line the CLI prints after an export, built from the card."""
+    path, s, k = Path(path), clf.input_size, len(clf.classes)
+    return (f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): input uint8 (N, {s}, {s}, 3) RGB, outputs "
+            f"probabilities and logits over {k} classes; class names, input size and mean/std in its metadata")  # fmt: skip

@@ -1,9 +1,12 @@
-"""An offline "none of these" set: images of things that are not CIFAR-10 classes, to measure
-how well the uncertainty score separates them from the test set (AUROC).
+"""An offline "none of these" set: images unrelated to what a model was trained on, to measure
+how well the uncertainty score separates them from its test images (AUROC).
 
 Natural images shipped with matplotlib (a portrait, a gift box, a logo, terrain and medical
 scans rendered with colormaps), random crops of them, and synthetic images: noise, flat colors,
-gradients, stripes, checkerboards and blobs.
+gradients, stripes, checkerboards and blobs. None is a CIFAR-10 class; for a model trained on
+your own folder they are still "unrelated images" (unless your classes are portraits or maps).
+Everything is made at the model's input size S: natural images are resized as predictions are
+(`images.load_image`: shorter side to S, center crop), synthetic ones are drawn at S x S.
 """
 
 from __future__ import annotations
@@ -52,12 +55,14 @@ def natural_images() -> list[np.ndarray]:
     return out
 
 
-def synthetic_images(n: int, rng: np.random.Generator) -> list[np.ndarray]:
-    yy, xx = np.mgrid[0:32, 0:32] / 31.0
+def synthetic_images(n: int, rng: np.random.Generator, size: int = 32) -> list[np.ndarray]:
+    """n uint8 (size, size, 3) images: noise, flat colors, gradients, stripes, checkerboards, blobs."""
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1.0)
+    shape = (size, size, 3)
     makers = [
-        lambda: rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),  # uniform noise
-        lambda: np.clip(rng.normal(128, 40, (32, 32, 3)), 0, 255).astype(np.uint8),  # gaussian noise
-        lambda: np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (32, 32, 3)).copy(),  # flat color
+        lambda: rng.integers(0, 256, shape, dtype=np.uint8),  # uniform noise
+        lambda: np.clip(rng.normal(128, 40, shape), 0, 255).astype(np.uint8),  # gaussian noise
+        lambda: np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), shape).copy(),  # flat color
         lambda: (np.stack([xx, yy, 1 - xx], -1) * rng.uniform(0.3, 1, 3) * 255).astype(np.uint8),  # gradient
         lambda: ((np.sin(xx * rng.uniform(5, 40) + yy * rng.uniform(0, 20))[..., None] > 0)
                  * rng.integers(0, 256, 3)).astype(np.uint8),  # stripes
@@ -69,18 +74,20 @@ def synthetic_images(n: int, rng: np.random.Generator) -> list[np.ndarray]:
     return [makers[i % len(makers)]() for i in range(n)]
 
 
-def out_of_distribution_set(n_synthetic: int = 700, crops_per_image: int = 50, seed: int = 0) -> np.ndarray:
-    """uint8 (N, 32, 32, 3): the natural images whole and as random crops, plus synthetic ones."""
+def out_of_distribution_set(n_synthetic: int = 700, crops_per_image: int = 50, seed: int = 0,
+                            size: int = 32) -> np.ndarray:  # fmt: skip
+    """uint8 (N, size, size, 3): the natural images whole and as random crops, plus synthetic ones.
+    `size`: the model's input size (`clf.input_size`)."""
     rng = np.random.default_rng(seed)
     images = []
     for full in natural_images():
-        images.append(load_image(full))
+        images.append(load_image(full, size))
         h, w = full.shape[:2]
         for _ in range(crops_per_image):
-            size = int(rng.uniform(0.2, 0.7) * min(h, w))
-            y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
-            images.append(load_image(np.ascontiguousarray(full[y : y + size, x : x + size])))
-    images += synthetic_images(n_synthetic, rng)
+            side = int(rng.uniform(0.2, 0.7) * min(h, w))
+            y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+            images.append(load_image(np.ascontiguousarray(full[y : y + side, x : x + side]), size))
+    images += synthetic_images(n_synthetic, rng, size)
     return np.stack(images)
 
 

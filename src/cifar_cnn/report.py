@@ -1,11 +1,16 @@
 """`cifar-cnn report MODEL`: the figures and numbers people look at, as PNGs and one
 self-contained HTML page (figures embedded), plus a short text summary.
 
-Accuracy with a 95% Wilson interval; per-class precision, recall and F1; confusion heatmap and
-the most confused pairs; grids of the worst mistakes and of correct predictions per class;
-training curves from the model's saved history; calibration (ECE, reliability diagrams before
-and after the stored temperature); and how well the uncertainty score tells CIFAR-10 images from
-other things (AUROC on the offline set of `ood.py`).
+Works for any model: its class names, number of classes (2 to 1000) and input size come from
+its card. Accuracy with a 95% Wilson interval; per-class precision, recall and F1, and a per-class
+recall chart (to see, say, what class weights did for rare classes); confusion heatmap and the
+most confused pairs; grids of the worst mistakes and of correct predictions per class; training
+curves from the model's saved history; calibration (ECE, reliability diagrams before and after
+the stored temperature); and how well the uncertainty score tells the evaluation images from
+unrelated ones (AUROC on the offline set of `ood.py`, made at the model's input size).
+
+Figures are drawn with matplotlib's object-oriented API (`matplotlib.figure.Figure`, no pyplot)
+and written straight to PNG, so importing or running this never changes a notebook's backend.
 """
 
 from __future__ import annotations
@@ -17,12 +22,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from cifar_cnn.calibrate import expected_calibration_error, reliability
 from cifar_cnn.evaluate import Metrics, compute_metrics
@@ -59,6 +61,12 @@ def most_confused(confusion: np.ndarray, names: list[str], k: int = 10) -> list[
     return [p for p in pairs if p[2] > 0]
 
 
+MAX_ANNOTATED = 30  # the confusion matrix prints counts in its cells up to this many classes
+MAX_TICK_LABELS = 60  # ...and names every row and column up to this many
+MAX_RECALL_BARS = 40  # the recall chart shows every class up to this many, else the lowest ones
+MAX_GRID_CLASSES = 20  # rows of the correct-predictions grid
+
+
 @dataclass
 class Report:
     metrics: Metrics
@@ -70,36 +78,63 @@ class Report:
         s = self.summary
         lo, hi = s["accuracy_ci95"]
         lines = [
-            f"{s['model']} on {s['dataset']}: accuracy {s['accuracy']:.2%} (95% CI {lo:.2%} to {hi:.2%}, n={s['n']})",
+            f"{s['model']} on {s['dataset']}: accuracy {s['accuracy']:.2%} (95% CI {lo:.2%} to {hi:.2%}, n={s['n']}, "
+            f"{len(s['classes'])} classes)",
+            _recall_line(s),
             f"calibration: ECE {s['ece_before']:.4f} before, {s['ece_after']:.4f} after temperature {s['temperature']:.3f}",
         ]
         if "ood_auroc" in s:
-            lines.append(f"none-of-these: AUROC {s['ood_auroc']:.3f} CIFAR-10 vs {s['ood_n']} other images; "
-                         f"uncertain flag on {s['uncertain_rate_in']:.1%} of {s['dataset']} and "
-                         f"{s['uncertain_rate_ood']:.1%} of the others")  # fmt: skip
-        lines.append("most confused: " + ", ".join(f"{t}->{p} ({n})" for t, p, n in s["most_confused"][:5]))
+            lines.append(f"none-of-these: AUROC {s['ood_auroc']:.3f} {s['dataset']} vs {s['ood_n']} unrelated images; "
+                         f"uncertain flag on {s['uncertain_rate_in']:.1%} of the former and "
+                         f"{s['uncertain_rate_ood']:.1%} of the unrelated ones")  # fmt: skip
+        confused = ", ".join(f"{t}->{p} ({n})" for t, p, n in s["most_confused"][:5])
+        lines.append(f"most confused: {confused or 'none'}")
         if self.html_path:
             lines.append(f"report: {self.html_path}")
         return "\n".join(lines)
 
 
+def _recall_line(s: dict, limit: int = 12) -> str:
+    """Per-class recall in class order (few classes) or the lowest ones (many)."""
+    weights = " (trained with class weights)" if s.get("class_weights") else ""
+    items = [(name, v["recall"], int(v["support"])) for name, v in s["per_class"].items() if v["support"] > 0]
+    if len(items) > limit:
+        items = sorted(items, key=lambda t: t[1])[:5]
+        head = f"lowest per-class recall of {len(s['per_class'])} classes{weights}: "
+    else:
+        head = f"per-class recall{weights}: "
+    return head + ", ".join(f"{name} {r:.1%} (n={n})" for name, r, n in items)
+
+
 def build_report(clf: Classifier, images: np.ndarray, labels: np.ndarray, out_dir: str | Path,
-                 dataset: str = "CIFAR-10 test set", tta: int | None = None, ood: bool = True) -> Report:  # fmt: skip
-    """Evaluate `clf` on uint8 images (N, 32, 32, 3) with labels (N, 1) and write the report."""
+                 dataset: str | None = None, tta: int | None = None, ood: bool = True) -> Report:  # fmt: skip
+    """Evaluate `clf` on uint8 images (N, S, S, 3) with labels (N,) or (N, 1) (indices into
+    `clf.classes`) and write the report. Images of another size are resized to the model's input
+    size S as predictions are (`Classifier.load_image`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    labels = np.asarray(labels).ravel()
+    names = clf.classes
+    dataset = dataset or "evaluation images"
+    images = _at_model_size(clf, images)
+    labels = np.asarray(labels).ravel().astype(np.int64)
+    if len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
+        raise ValueError(f"labels must be class indices 0..{len(names) - 1} of the model's classes, "
+                         f"got {labels.min()}..{labels.max()}")  # fmt: skip
     logits = clf.logits(images, tta=tta)
-    metrics = compute_metrics(logits, labels, clf.classes)
+    metrics = compute_metrics(logits, labels, names)
     raw = torch.softmax(logits, 1).numpy()
     calibrated = torch.softmax(logits / clf.temperature, 1).numpy()
-    names = clf.classes
     correct = int(np.trace(metrics.confusion))
     scores = per_class_scores(metrics.confusion)
+    class_weights = bool(clf.card.recipe.get("class_weights", False))
     summary = {
-        "model": clf.name, "dataset": dataset, "n": metrics.n, "accuracy": metrics.accuracy,
-        "accuracy_ci95": wilson_interval(correct, metrics.n),
+        "model": clf.name, "dataset": dataset, "classes": list(names), "input_size": clf.input_size,
+        "n": metrics.n, "accuracy": metrics.accuracy, "accuracy_ci95": wilson_interval(correct, metrics.n),
+        "class_weights": class_weights,
         "per_class": {n: {k: float(v[i]) for k, v in scores.items()} for i, n in enumerate(names)},
+        "per_class_recall": {n: float(scores["recall"][i]) for i, n in enumerate(names)},
         "most_confused": most_confused(metrics.confusion, names),
         "temperature": clf.temperature, "uncertain_threshold": clf.uncertain_threshold,
         "ece_before": expected_calibration_error(raw, labels), "ece_after": expected_calibration_error(calibrated, labels),
@@ -107,58 +142,115 @@ def build_report(clf: Classifier, images: np.ndarray, labels: np.ndarray, out_di
     }  # fmt: skip
     figures = {
         "confusion": _confusion_figure(metrics.confusion, names, out / "confusion_matrix.png"),
+        "recall": _recall_figure(scores, names, class_weights, out / "per_class_recall.png"),
         "mistakes": _mistakes_figure(images, labels, calibrated, names, out / "worst_mistakes.png"),
         "correct": _correct_figure(images, labels, calibrated, names, out / "correct_per_class.png"),
         "calibration": _reliability_figure(raw, calibrated, labels, clf.temperature, out / "reliability.png"),
     }
-    history = clf.metadata.get("history") or []
+    history = clf.card.history or []
     if history:
         figures["curves"] = _curves_figure(history, out / "training_curves.png")
     if ood:
-        others = out_of_distribution_set()
+        others = out_of_distribution_set(size=clf.input_size)
         ood_probs = clf.predict_proba(others, tta=tta)
         in_conf, out_conf = calibrated.max(1), ood_probs.max(1)
         summary.update({"ood_auroc": auroc(in_conf, out_conf), "ood_n": len(others),
                         "uncertain_rate_in": float((in_conf < clf.uncertain_threshold).mean()),
                         "uncertain_rate_ood": float((out_conf < clf.uncertain_threshold).mean())})  # fmt: skip
-        figures["ood"] = _ood_figure(in_conf, out_conf, clf.uncertain_threshold, summary["ood_auroc"], out / "ood.png")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        figures["ood"] = _ood_figure(in_conf, out_conf, clf.uncertain_threshold, summary["ood_auroc"], dataset,
+                                     out / "ood.png")  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     report = Report(metrics, summary, figures)
     report.html_path = _write_html(report, out / "report.html")
     return report
 
 
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+def _at_model_size(clf: Classifier, images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    s = clf.input_size
+    if images.ndim == 4 and images.shape[1:] == (s, s, 3) and images.dtype == np.uint8:
+        return images
+    if images.ndim != 4:
+        raise ValueError(f"expected images (N, H, W, 3), got shape {images.shape}")
+    return np.stack([clf.load_image(x) for x in images]) if len(images) else np.zeros((0, s, s, 3), np.uint8)
+
+
+def _short(name: str, n: int = 18) -> str:
+    return name if len(name) <= n else name[: n - 1] + "\u2026"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # a pyplot-free Figure: rendered with Agg, nothing to close
     return path
 
 
 def _confusion_figure(confusion: np.ndarray, names: list[str], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    """Readable up to ~30 classes (counts in the cells), names on the axes up to 60, a heatmap beyond."""
+    k = len(names)
+    side = min(max(5.5, 0.42 * k + 2.5), 18.0)
+    fig = Figure(figsize=(side + 1.2, side))
+    ax = fig.subplots()
     rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
-    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    if k <= MAX_TICK_LABELS:
+        size = 9 if k <= 15 else max(5.0, 9 - (k - 15) / 8)
+        short = [_short(n) for n in names]
+        ax.set_xticks(range(k), short, rotation=45 if k <= 30 else 90, ha="right" if k <= 30 else "center",
+                      fontsize=size)  # fmt: skip
+        ax.set_yticks(range(k), short, fontsize=size)
+    else:
+        step = math.ceil(k / 20)
+        ax.set_xticks(range(0, k, step))
+        ax.set_yticks(range(0, k, step))
+    ax.set_xlabel("predicted" + (" (class index; names in summary.json)" if k > MAX_TICK_LABELS else ""))
     ax.set_ylabel("true")
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
+    if k <= MAX_ANNOTATED:
+        size = 8 if k <= 12 else 6 if k <= 20 else 5
+        for i in range(k):
+            for j in range(k):
+                if confusion[i, j] or i == j:
+                    ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=size,
+                            color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
-    ax.set_title("Confusion matrix")
+    ax.set_title(f"Confusion matrix ({k} classes)")
+    return _save(fig, path)
+
+
+def _recall_figure(scores: dict[str, np.ndarray], names: list[str], class_weights: bool, path: Path) -> Path:
+    """Recall (share of each class's images predicted as that class), with its support."""
+    recall, support = scores["recall"], scores["support"]
+    order = [i for i in range(len(names)) if support[i] > 0]
+    title = "Recall per class"
+    if len(order) > MAX_RECALL_BARS:
+        order = sorted(order, key=lambda i: recall[i])[:MAX_RECALL_BARS]
+        title = f"The {MAX_RECALL_BARS} classes with the lowest recall (of {len(names)})"
+    title += "; trained with class weights" if class_weights else "; trained without class weights"
+    fig = Figure(figsize=(7.5, 0.3 * max(len(order), 2) + 1.3))
+    ax = fig.subplots()
+    y = np.arange(len(order))[::-1]  # first class on top
+    ax.barh(y, [recall[i] for i in order], color="#2563eb")
+    ax.set_yticks(y, [_short(names[i], 24) for i in order], fontsize=9 if len(order) <= 20 else 7)
+    for yy, i in zip(y, order, strict=True):
+        ax.text(min(recall[i] + 0.01, 0.8), yy, f"{recall[i]:.0%} of {int(support[i])}", va="center", fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.6, max(len(order), 1) - 0.4)
+    ax.set_xlabel("recall: share of the class's images predicted as it")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)
 
 
 def _image_grid(items, path: Path, title: str, cols: int = 8) -> Path:
     rows = max(1, math.ceil(len(items) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.75))
-    for ax in np.atleast_1d(axes).flat:
+    fig = Figure(figsize=(cols * 1.5, rows * 1.75))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False))
+    for ax in axes.flat:
         ax.axis("off")
-    for ax, (image, caption, color) in zip(np.atleast_1d(axes).flat, items):
+    for ax, (image, caption, color) in zip(axes.flat, items):
         ax.imshow(image, interpolation="nearest")
         ax.set_title(caption, fontsize=7, color=color)
+    if not items:
+        axes.flat[0].text(0, 0.5, "none", fontsize=12)
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
@@ -168,22 +260,39 @@ def _mistakes_figure(images, labels, probs, names, path: Path, k: int = 32) -> P
     predicted = probs.argmax(1)
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(-probs[wrong, predicted[wrong]])][:k]
-    items = [(images[i], f"true {names[labels[i]]}\npred {names[predicted[i]]} {probs[i, predicted[i]]:.0%}", "darkred")
-             for i in worst]  # fmt: skip
-    return _image_grid(items, path, "Most confident mistakes")
+    items = [(images[i], f"true {_short(names[labels[i]])}\npred {_short(names[predicted[i]])} "
+              f"{probs[i, predicted[i]]:.0%}", "darkred") for i in worst]  # fmt: skip
+    return _image_grid(items, path, "Most confident mistakes" if items else "Most confident mistakes: no mistakes")
 
 
 def _correct_figure(images, labels, probs, names, path: Path, per_class: int = 6) -> Path:
+    """One row per class (the first MAX_GRID_CLASSES), up to `per_class` correct predictions each."""
     predicted = probs.argmax(1)
-    items = []
-    for c, name in enumerate(names):
+    shown = names[:MAX_GRID_CLASSES]
+    fig = Figure(figsize=(per_class * 1.3 + 1.6, len(shown) * 1.35 + 0.6))
+    axes = fig.subplots(len(shown), per_class, squeeze=False)
+    for c, (name, row) in enumerate(zip(shown, axes, strict=True)):
         right = np.flatnonzero((predicted == c) & (labels == c))[:per_class]
-        items += [(images[i], f"{name} {probs[i, c]:.0%}", "darkgreen") for i in right]
-    return _image_grid(items, path, "Correct predictions per class", cols=per_class)
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+        for ax, i in zip(row, right):
+            ax.imshow(images[i], interpolation="nearest")
+            ax.set_title(f"{probs[i, c]:.0%}", fontsize=7, color="darkgreen")
+        row[0].set_ylabel(_short(name), rotation=0, ha="right", va="center", fontsize=8)
+        if not len(right):
+            row[0].text(0.5, 0.5, "none", ha="center", va="center", fontsize=8, transform=row[0].transAxes)
+    more = f" (first {len(shown)} of {len(names)} classes)" if len(names) > len(shown) else ""
+    fig.suptitle(f"Correct predictions per class{more}")
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _reliability_figure(raw, calibrated, labels, temperature: float, path: Path) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    fig = Figure(figsize=(10, 4.5))
+    axes = fig.subplots(1, 2)
     for ax, probs, title in ((axes[0], raw, "before"), (axes[1], calibrated, f"after temperature {temperature:.2f}")):
         r = reliability(probs, labels)
         centers = (np.array(r["edges"][:-1]) + np.array(r["edges"][1:])) / 2
@@ -200,15 +309,17 @@ def _reliability_figure(raw, calibrated, labels, temperature: float, path: Path)
 
 def _curves_figure(history: list[dict], path: Path) -> Path:
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-    axes[0].plot(epochs, [h["train_loss"] for h in history], "o-")
+    fig = Figure(figsize=(13, 3.5))
+    axes = fig.subplots(1, 3)
+    axes[0].plot(epochs, [h.get("train_loss", np.nan) for h in history], "o-")
     axes[0].set_title("training loss")
-    axes[1].plot(epochs, [h["train_accuracy"] for h in history], "o-", label="train (augmented)")
-    if any("test_accuracy" in h for h in history):
-        axes[1].plot(epochs, [h.get("test_accuracy", np.nan) for h in history], "o-", label="test")
+    axes[1].plot(epochs, [h.get("train_accuracy", np.nan) for h in history], "o-", label="train (augmented)")
+    for key, label in (("val_accuracy", "validation"), ("test_accuracy", "test")):
+        if any(key in h for h in history):
+            axes[1].plot(epochs, [h.get(key, np.nan) for h in history], "o-", label=label)
     axes[1].set_title("accuracy")
     axes[1].legend()
-    axes[2].plot(epochs, [h["lr"] for h in history], "o-")
+    axes[2].plot(epochs, [h.get("lr", np.nan) for h in history], "o-")
     axes[2].set_title("learning rate (end of epoch)")
     for ax in axes:
         ax.set_xlabel("epoch")
@@ -216,11 +327,12 @@ def _curves_figure(history: list[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _ood_figure(in_conf, out_conf, threshold: float, score: float, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4))
+def _ood_figure(in_conf, out_conf, threshold: float, score: float, dataset: str, path: Path) -> Path:
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     bins = np.linspace(0, 1, 41)
-    ax.hist(in_conf, bins=bins, alpha=0.6, density=True, label="CIFAR-10 test images")
-    ax.hist(out_conf, bins=bins, alpha=0.6, density=True, label="other images (offline set)")
+    ax.hist(in_conf, bins=bins, alpha=0.6, density=True, label=_short(dataset, 40))
+    ax.hist(out_conf, bins=bins, alpha=0.6, density=True, label="unrelated images (offline set)")
     ax.axvline(threshold, color="black", linestyle="--", label=f"uncertain below {threshold:.2f}")
     ax.set_xlabel("calibrated top probability")
     ax.set_title(f"None of these? AUROC {score:.3f}")
@@ -231,32 +343,40 @@ def _ood_figure(in_conf, out_conf, threshold: float, score: float, path: Path) -
 def _write_html(report: Report, path: Path) -> Path:
     s = report.summary
     lo, hi = s["accuracy_ci95"]
+
+    def cell(v: dict, key: str) -> str:
+        return f"{v[key]:.3f}" if v["support"] > 0 or key == "precision" else "&ndash;"
+
     rows = "".join(
-        f"<tr><td>{html.escape(n)}</td><td>{v['precision']:.3f}</td><td>{v['recall']:.3f}</td>"
-        f"<td>{v['f1']:.3f}</td><td>{int(v['support'])}</td></tr>"
+        f"<tr><td>{html.escape(n)}</td><td>{cell(v, 'precision')}</td><td>{cell(v, 'recall')}</td>"
+        f"<td>{cell(v, 'f1')}</td><td>{int(v['support'])}</td></tr>"
         for n, v in s["per_class"].items()
     )
     confused = "".join(f"<li>{html.escape(t)} &rarr; {html.escape(p)}: {n}</li>" for t, p, n in s["most_confused"])
     figures = "".join(
-        f'<figure><img alt="{k}" src="data:image/png;base64,{base64.b64encode(f.read_bytes()).decode()}">'
-        f"<figcaption>{f.name}</figcaption></figure>"
+        f'<figure><img alt="{html.escape(k)}" src="data:image/png;base64,{base64.b64encode(f.read_bytes()).decode()}">'
+        f"<figcaption>{html.escape(f.name)}</figcaption></figure>"
         for k, f in report.figures.items()
     )
     ood = (f"<p>None of these: AUROC <b>{s['ood_auroc']:.3f}</b> separating the {s['n']} evaluation images from "
-           f"{s['ood_n']} images of other things; the uncertain flag (calibrated top probability below "
+           f"{s['ood_n']} unrelated images; the uncertain flag (calibrated top probability below "
            f"{s['uncertain_threshold']:.2f}) fires on {s['uncertain_rate_in']:.1%} of the former and "
            f"{s['uncertain_rate_ood']:.1%} of the latter.</p>") if "ood_auroc" in s else ""  # fmt: skip
+    weights = ("trained with class weights (loss weighted by inverse class frequency)" if s["class_weights"]
+               else "trained without class weights")  # fmt: skip
+    size = s["input_size"]
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>cifar-cnn report: {html.escape(s["model"])}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:auto;padding:16px}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
 td:first-child{{text-align:left}}img{{max-width:100%}}figure{{margin:18px 0}}</style></head><body>
 <h1>{html.escape(s["model"])} on {html.escape(s["dataset"])}</h1>
-<p>Accuracy <b>{s["accuracy"]:.2%}</b> (95% CI {lo:.2%} to {hi:.2%}, n = {s["n"]}).
+<p>{len(s["classes"])} classes, {size}&times;{size} px input. Accuracy <b>{s["accuracy"]:.2%}</b> (95% CI {lo:.2%} to {hi:.2%}, n = {s["n"]}).
 Calibration: ECE {s["ece_before"]:.4f} before and {s["ece_after"]:.4f} after temperature scaling (T = {s["temperature"]:.3f}, fitted on held-out training images).</p>
 {ood}
-<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
-<h2>Most confused pairs (true &rarr; predicted)</h2><ul>{confused}</ul>
+<h2>Per class</h2><p>Recall: the share of each class's images the model labels as that class; {weights}.</p>
+<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
+<h2>Most confused pairs (true &rarr; predicted)</h2><ul>{confused or "<li>none</li>"}</ul>
 <h2>Figures</h2>{figures}</body></html>"""
-    path.write_text(page)
+    path.write_text(page, encoding="utf-8")
     return path

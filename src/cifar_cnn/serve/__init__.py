@@ -1,7 +1,11 @@
 """`cifar-cnn serve`: a FastAPI app with a web page and a JSON API over one `Classifier`.
 
-GET  /            the page: drop, pick or paste images, see top-5 bars
-POST /v1/predict  multipart images -> [{"filename", "predictions": [{"label", "score"}], "uncertain"}]
+Works for any model: CIFAR-10's or one trained on your own folder (its own class names, 32 or
+64 px input...); everything shown comes from the model's card.
+
+GET  /            the page: drop, pick or paste images, see top-k bars (the model's classes)
+POST /v1/predict  multipart images -> [{"filename", "label", "score", "predictions": [{"label", "score"}],
+                  "uncertain"}]: one `Prediction.to_dict()` per image
 GET  /v1/models   name, classes, accuracy, input size
 GET  /healthz     the process is up;  GET /readyz: the model is loaded
 GET  /docs        OpenAPI docs
@@ -14,12 +18,13 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
 from cifar_cnn.errors import ImageError
-from cifar_cnn.images import MAX_PIXELS, load_image
+from cifar_cnn.images import MAX_PIXELS
 from cifar_cnn.predict import Classifier, load
 from cifar_cnn.serve.batcher import MicroBatcher
 
@@ -47,8 +52,7 @@ def create_app(
         yield
         await batcher.stop()
 
-    app = FastAPI(title="cifar-cnn", version="1", lifespan=lifespan,
-                  description="CIFAR-10 image classification: upload images, get top-5 labels.")  # fmt: skip
+    app = FastAPI(title="cifar-cnn", version="1", lifespan=lifespan, description=_description(clf))
     app.state.classifier = clf
     app.state.batcher = batcher
 
@@ -84,9 +88,11 @@ def create_app(
 
     @app.get("/v1/models")
     async def models():
-        return [{"name": clf.name, "classes": clf.classes, "accuracy": clf.accuracy,
-                 "input_size": clf.metadata["input_size"], "temperature": clf.temperature,
-                 "uncertain_threshold": clf.uncertain_threshold}]  # fmt: skip
+        card = clf.card
+        return [{"name": card.model, "classes": card.classes, "num_classes": card.num_classes,
+                 "accuracy": card.accuracy, "input_size": [3, card.input_size, card.input_size],
+                 "resize": card.resize, "temperature": card.temperature,
+                 "uncertain_threshold": card.uncertain_threshold}]  # fmt: skip
 
     @app.post("/v1/predict")
     async def predict(files: list[UploadFile], top_k: int = 5):
@@ -100,20 +106,32 @@ def create_app(
             if len(data) > max_upload_bytes:
                 return error(413, f"{f.filename}: over the {max_upload_bytes // 2**20} MiB upload limit", f.filename)
             try:
-                arrays.append(await run_in_threadpool(load_image, data, name=f.filename, max_pixels=max_pixels))
+                arrays.append(await run_in_threadpool(clf.load_image, data, name=f.filename, max_pixels=max_pixels))
             except ImageError as exc:
                 return error(STATUS_FOR.get(exc.kind, 422), str(exc), f.filename)
         probs = await asyncio.gather(*(batcher.predict(a) for a in arrays))
-        results = clf.to_predictions(probs, top_k)
-        return [{"filename": f.filename, "predictions": [{"label": k, "score": v} for k, v in r.top_k],
-                 "uncertain": r.uncertain} for f, r in zip(files, results, strict=True)]  # fmt: skip
+        results = clf.to_predictions(np.stack(probs), top_k)
+        for f, r in zip(files, results, strict=True):
+            r.filename = f.filename
+        return [r.to_dict() for r in results]
 
     return app
+
+
+def _description(clf: Classifier) -> str:
+    card, s = clf.card, clf.input_size
+    shown = ", ".join(card.classes[:20]) + (f" and {card.num_classes - 20} more" if card.num_classes > 20 else "")
+    return (f"Image classification with the model `{card.model}` ({card.num_classes} classes: {shown}). "
+            f"Upload images of any size and format to `/v1/predict`; each is resized to the model's {s}x{s} "
+            "input and answered with its top-k labels and calibrated probabilities. `/v1/models` describes "
+            "the model.")  # fmt: skip
 
 
 def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, **kwargs) -> None:
     import uvicorn
 
     app = create_app(model, **kwargs)
-    print(f"Serving {app.state.classifier.name} on http://{host}:{port}  (API docs: /docs)")
+    clf = app.state.classifier
+    print(f"Serving {clf.name} ({len(clf.classes)} classes, {clf.input_size}x{clf.input_size} input) "
+          f"on http://{host}:{port}  (API docs: /docs)")  # fmt: skip
     uvicorn.run(app, host=host, port=port, log_level="info")

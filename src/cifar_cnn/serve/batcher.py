@@ -12,7 +12,7 @@ import numpy as np
 
 class MicroBatcher:
     def __init__(self, predict_batch: Callable[[np.ndarray], np.ndarray], max_batch: int = 64, max_wait_ms: float = 5):
-        self.predict_batch = predict_batch  # uint8 (N, 32, 32, 3) -> probabilities (N, classes)
+        self.predict_batch = predict_batch  # uint8 (N, S, S, 3) -> probabilities (N, classes)
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
@@ -32,7 +32,7 @@ class MicroBatcher:
             self.task = None
 
     async def predict(self, image: np.ndarray) -> np.ndarray:
-        """Probabilities (classes,) for one uint8 (32, 32, 3) image."""
+        """Probabilities (classes,) for one uint8 (S, S, 3) image at the model's input size."""
         self.start()
         future = asyncio.get_running_loop().create_future()
         await self.queue.put((image, future))
