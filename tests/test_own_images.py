@@ -120,3 +120,18 @@ def test_user_module_trains_and_predicts_from_the_cli_without_its_code(colour_fo
     assert json.loads(capsys.readouterr().out)["label"] in ("blue sky", "grün", "red")
     with pytest.raises(ValueError, match="Adam recipe"):
         cifar_cnn.train("fast", model=TinyNet(), data=str(colour_folder), epochs=1, progress=False)
+
+
+def test_greyscale_folder_trains_from_scratch_with_sane_eval_statistics(tmp_path):
+    """Grey images leave whitened channels constant; airbench's BatchNorm eps of 1e-12 then made
+    eval-mode activations explode (validation loss in the hundreds). Folder models use 1e-5."""
+    from PIL import Image
+
+    from cifar_cnn.demo import make_shapes
+
+    root = make_shapes(tmp_path / "grey", per_class=15, size=32)
+    for f in root.rglob("*.png"):
+        Image.open(f).convert("L").save(f)
+    result = cifar_cnn.train("fast", data=str(root), init="scratch", epochs=4, batch_size=16, progress=False)
+    assert result.card.model_kwargs == {"bn_eps": 1e-5}
+    assert all(h["val_loss"] < 5 for h in result.history), [h["val_loss"] for h in result.history]

@@ -24,6 +24,7 @@ class ModelCard:
     mean: tuple[float, float, float]  # per-channel RGB statistics in [0, 1] used to normalize inputs
     std: tuple[float, float, float]
     input_size: int  # square side in pixels; images are resized as `images.to_model_size` does
+    model_kwargs: dict = field(default_factory=dict)  # builder arguments beyond classes and size
     recipe: dict = field(default_factory=dict)
     seed: int = 0
     temperature: float = 1.0  # calibration: probabilities are softmax(logits / temperature)

@@ -65,7 +65,8 @@ class _ExportedModule(nn.Module):
 
 def _build(tensors: dict[str, torch.Tensor], card: ModelCard, path) -> nn.Module:
     if card.model != CUSTOM_MODEL:
-        model = create_model(card.model, num_classes=card.num_classes, input_size=card.input_size)
+        model = create_model(card.model, num_classes=card.num_classes, input_size=card.input_size,
+                             **card.model_kwargs)  # fmt: skip
         model.load_state_dict(tensors)
         return model
     if "exported_program" not in tensors:

@@ -33,7 +33,7 @@ from cifar_cnn.datasets import ImageDataset, cifar10, from_arrays, image_folder
 from cifar_cnn.errors import CheckpointError, CifarCnnError
 from cifar_cnn.evaluate import Metrics, compute_metrics, predict_logits
 from cifar_cnn.hardware import choose_device, describe, summary_line, use_bf16
-from cifar_cnn.models import create_model, get_model_config, list_models
+from cifar_cnn.models import accepts, create_model, get_model_config, list_models
 from cifar_cnn.optim import Optimizers, make_optimizers
 from cifar_cnn.preprocess import batch_cutout, batch_flip, batch_translate, reflect_pad, to_tensor
 from cifar_cnn.recipes import Recipe, fit_to_data, get_recipe
@@ -126,6 +126,7 @@ class Run:
     log: Callable[..., None]
     progress: bool
     custom: bool  # a user's module (saved as a torch.export program)
+    model_kwargs: dict  # builder arguments the card must record to rebuild the model
     started: float
     state: dict = field(default_factory=lambda: {"epoch": 0, "step": 0, "history": [], "train_seconds": 0.0})
     first_epoch: int = 0
@@ -233,13 +234,15 @@ def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, se
     store = torch.bfloat16 if bf16 else torch.float32  # autocast casts to bf16 anyway: store it so
     train_x = to_tensor(ds.train_x, ds.mean, ds.std, dtype=store)
     inputs = {s: to_tensor(getattr(ds, f"{s}_x"), ds.mean, ds.std, dtype=store) for s in ("val", "test")}
+    # airbench's BatchNorm eps of 1e-12 is tuned for CIFAR-10; other data may hold constant channels.
+    model_kwargs = {"bn_eps": 1e-5} if not ds.recipe_tuned and accepts(recipe.model, "bn_eps") else {}
     torch.manual_seed(seed)
     if model is not None:
         net = _check_outputs(model, ds)
         if registered and not custom:
             recipe = replace(recipe, model=registered)  # the card names the architecture trained
     else:
-        net = create_model(recipe.model, num_classes=ds.num_classes, input_size=ds.input_size)
+        net = create_model(recipe.model, num_classes=ds.num_classes, input_size=ds.input_size, **model_kwargs)
     net = net.to(dev, memory_format=torch.channels_last)
     if init_source != "scratch":
         log(load_matching(net, init_source, ds.classes))
@@ -257,7 +260,7 @@ def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, se
               init=init_source, batches=batches, opts=opts, generator=torch.Generator().manual_seed(seed),
               total_steps=total_steps, inputs=inputs, class_weight=weight,
               checkpoint=out / CHECKPOINT_NAME if out else None, out_dir=out, log=log, progress=progress,
-              custom=custom, started=started)  # fmt: skip
+              custom=custom, model_kwargs={} if model is not None else model_kwargs, started=started)  # fmt: skip
     if resume:
         _resume(run)
     log(f"Training {recipe.name}: model {'your module' if custom else recipe.model}, {ds.num_classes} classes, "
@@ -380,7 +383,7 @@ def finalize(run: Run) -> TrainResult:
     elapsed = time.perf_counter() - run.started - monitoring  # data in memory + training + final evaluation
     card = ModelCard(
         model=CUSTOM_MODEL if run.custom else recipe.model, classes=d.classes, mean=d.mean, std=d.std,
-        input_size=d.input_size, recipe=recipe.to_dict(), seed=run.seed,
+        input_size=d.input_size, model_kwargs=run.model_kwargs, recipe=recipe.to_dict(), seed=run.seed,
         temperature=calibration.pop("temperature", 1.0),
         uncertain_threshold=calibration.pop("uncertain_threshold", 0.0), calibration=calibration,
         metrics={"test_accuracy": metrics.accuracy, "test_loss": metrics.loss, "tta": recipe.tta,

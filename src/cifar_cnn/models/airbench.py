@@ -9,6 +9,9 @@ a residual connection around its last two convs.
 
 BatchNorm has no learned scale (only a bias), and convs start as identity (dirac) on the
 channels they share with their input: both help the very short schedules train stably.
+BatchNorm's eps is airbench's 1e-12 on CIFAR-10; on other data `bn_eps=1e-5` (PyTorch's
+default): images with degenerate colour (greyscale scans, for one) leave some whitened channels
+constant, and a near-zero eps turns their float rounding into huge activations in eval mode.
 """
 
 from __future__ import annotations
@@ -37,18 +40,18 @@ class Conv(nn.Conv2d):
 
 
 class ConvGroup(nn.Module):
-    def __init__(self, channels_in: int, channels_out: int, residual: bool = False):
+    def __init__(self, channels_in: int, channels_out: int, residual: bool = False, bn_eps: float = 1e-12):
         super().__init__()
         self.conv1 = Conv(channels_in, channels_out)
         self.pool = nn.MaxPool2d(2)
-        self.norm1 = BatchNorm(channels_out)
+        self.norm1 = BatchNorm(channels_out, eps=bn_eps)
         self.conv2 = Conv(channels_out, channels_out)
-        self.norm2 = BatchNorm(channels_out)
+        self.norm2 = BatchNorm(channels_out, eps=bn_eps)
         self.activ = nn.GELU()
         self.residual = residual
         if residual:  # airbench96: conv2 -> conv3 as a residual branch
             self.conv3 = Conv(channels_out, channels_out)
-            self.norm3 = BatchNorm(channels_out)
+            self.norm3 = BatchNorm(channels_out, eps=bn_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.activ(self.norm1(self.pool(self.conv1(x))))  # pool before BN: 4x cheaper BN
@@ -69,7 +72,7 @@ class HeadPool(nn.Module):
 
 class AirbenchNet(nn.Module):
     def __init__(self, widths: tuple[int, int, int] = (64, 256, 256), num_classes: int = 10,
-                 residual: bool = False):  # fmt: skip
+                 residual: bool = False, bn_eps: float = 1e-12):  # fmt: skip
         super().__init__()
         whiten_kernel = 2
         whiten_width = 2 * 3 * whiten_kernel**2
@@ -77,9 +80,9 @@ class AirbenchNet(nn.Module):
         self.whiten.weight.requires_grad = False  # set from data by init_whiten, then frozen
         self.layers = nn.Sequential(
             nn.GELU(),
-            ConvGroup(whiten_width, widths[0], residual),
-            ConvGroup(widths[0], widths[1], residual),
-            ConvGroup(widths[1], widths[2], residual),
+            ConvGroup(whiten_width, widths[0], residual, bn_eps),
+            ConvGroup(widths[0], widths[1], residual, bn_eps),
+            ConvGroup(widths[1], widths[2], residual, bn_eps),
             HeadPool(),
         )
         self.head = nn.Linear(widths[2], num_classes, bias=False)
@@ -118,8 +121,8 @@ class AirbenchNet(nn.Module):
         default_recipe="fast",
     )
 )
-def fast(num_classes: int = 10, input_size: int = 32) -> nn.Module:
-    return AirbenchNet((64, 256, 256), num_classes)
+def fast(num_classes: int = 10, input_size: int = 32, bn_eps: float = 1e-12) -> nn.Module:
+    return AirbenchNet((64, 256, 256), num_classes, bn_eps=bn_eps)
 
 
 @register_model(
@@ -129,8 +132,8 @@ def fast(num_classes: int = 10, input_size: int = 32) -> nn.Module:
         default_recipe="large",
     )
 )
-def large(num_classes: int = 10, input_size: int = 32) -> nn.Module:
-    return AirbenchNet((128, 384, 512), num_classes, residual=True)
+def large(num_classes: int = 10, input_size: int = 32, bn_eps: float = 1e-12) -> nn.Module:
+    return AirbenchNet((128, 384, 512), num_classes, residual=True, bn_eps=bn_eps)
 
 
 @register_model(
@@ -140,5 +143,5 @@ def large(num_classes: int = 10, input_size: int = 32) -> nn.Module:
         default_recipe="medium",
     )
 )
-def medium(num_classes: int = 10, input_size: int = 32) -> nn.Module:
-    return AirbenchNet((128, 384, 384), num_classes)
+def medium(num_classes: int = 10, input_size: int = 32, bn_eps: float = 1e-12) -> nn.Module:
+    return AirbenchNet((128, 384, 384), num_classes, bn_eps=bn_eps)

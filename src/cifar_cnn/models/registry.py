@@ -59,6 +59,13 @@ def create_model(name: str, num_classes: int = 10, input_size: int = INPUT_SIZE,
     return model
 
 
+def accepts(name: str, keyword: str) -> bool:
+    """Whether model `name`'s builder takes `keyword` (e.g. "bn_eps")."""
+    import inspect
+
+    return keyword in inspect.signature(_REGISTRY[name][0]).parameters
+
+
 def summary(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) -> str:
     """A Keras-style `model.summary()`: each leaf layer with its output shape and parameters."""
     import torch
