@@ -135,3 +135,23 @@ def test_greyscale_folder_trains_from_scratch_with_sane_eval_statistics(tmp_path
     result = cifar_cnn.train("fast", data=str(root), init="scratch", epochs=4, batch_size=16, progress=False)
     assert result.card.model_kwargs == {"bn_eps": 1e-5}
     assert all(h["val_loss"] < 5 for h in result.history), [h["val_loss"] for h in result.history]
+
+
+class BranchyNet(TinyNet):
+    """Python control flow on the data: torch.export cannot capture it."""
+
+    def forward(self, x):
+        if float(x.mean()) > 100:
+            x = x * 0
+        return super().forward(x)
+
+
+def test_module_that_cannot_be_exported_keeps_its_weights(colour_folder, tmp_path, capsys):
+    result = cifar_cnn.train(model=BranchyNet(), data=str(colour_folder), out_dir=tmp_path, epochs=1)
+    assert "Saved the weights and card only" in capsys.readouterr().out
+    assert main(["predict", str(tmp_path), str(colour_folder / "red" / "1.png")]) == 2
+    assert "cifar_cnn.load_weights" in capsys.readouterr().err
+    clf = cifar_cnn.load_weights(tmp_path / "model.safetensors", BranchyNet())
+    x = clf.load_image(str(colour_folder / "red" / "1.png"))[None]
+    expected = result.model.eval()(clf.preprocess(x)).argmax(1).item()
+    assert clf.classes[expected] == clf.predict(x[0]).label

@@ -70,8 +70,8 @@ def _build(tensors: dict[str, torch.Tensor], card: ModelCard, path) -> nn.Module
         model.load_state_dict(tensors)
         return model
     if "exported_program" not in tensors:
-        raise CheckpointError(f"{path} holds the weights of your own module but no exported program: rebuild the "
-                              "module in Python and call cifar_cnn.Classifier(module_with_weights, card)")  # fmt: skip
+        raise CheckpointError(f"{path} holds the weights of your own module but no exported program (torch.export "
+                              f"could not capture it): in Python, cifar_cnn.load_weights({str(path)!r}, YourModule())")  # fmt: skip
     program = torch.export.load(io.BytesIO(tensors["exported_program"].numpy().tobytes()))
     return _ExportedModule(program)
 
@@ -214,6 +214,18 @@ class Classifier:
                 probabilities={c: float(p) for c, p in zip(self.classes, row, strict=True)},
             ))  # fmt: skip
         return results
+
+
+def load_weights(path: str | os.PathLike, module: nn.Module, device: str | None = None) -> Classifier:
+    """A Classifier from a model file's weights and card put into `module` (your own class, built
+    as in training): for files of modules that torch.export could not capture."""
+    tensors, meta = load_tensors(path)
+    try:
+        module.load_state_dict({k: v for k, v in tensors.items() if k != "exported_program"})
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: the weights do not fit this module: {exc}") from exc
+    dev = choose_device(device)
+    return Classifier(module.to(dev, memory_format=torch.channels_last), ModelCard.from_dict(meta), dev)
 
 
 def load(path: str | os.PathLike | None = None, device: str | None = None) -> Classifier:

@@ -395,19 +395,25 @@ def finalize(run: Run) -> TrainResult:
     model_path = None
     if run.out_dir and run.ctx.is_main:
         model_path = run.out_dir / MODEL_NAME
-        save_model(model_path, run.model, card)
+        save_model(model_path, run.model, card, run.log)
     run.log(_summary_table(run, metrics, elapsed, model_path))
     return TrainResult(run.model, metrics, card, model_path, history, run.state["train_seconds"], elapsed)
 
 
-def save_model(path: Path, model: nn.Module, card: ModelCard) -> None:
+def save_model(path: Path, model: nn.Module, card: ModelCard, log: Callable[..., None] = print) -> None:
     """One `.safetensors` file: the weights and the card. A user's module is stored as a
-    torch.export program inside it, so it loads without the user's Python code."""
+    torch.export program inside it, so it loads without the user's Python code; if torch.export
+    cannot capture it, its weights are saved all the same (training is never lost) and the
+    message says how to load them."""
     tensors = dict(model.state_dict())
     if card.model == CUSTOM_MODEL:
         from cifar_cnn.export import exported_program_bytes
 
-        tensors = {"exported_program": exported_program_bytes(model, card.input_size)}
+        try:
+            tensors = {"exported_program": exported_program_bytes(model, card.input_size)}
+        except CifarCnnError as exc:
+            log(f"warning: {exc}. Saved the weights and card only: load them in Python with "
+                f"cifar_cnn.load_weights({str(path)!r}, YourModule())")  # fmt: skip
     save_tensors(path, tensors, card.to_dict())
 
 
