@@ -185,21 +185,18 @@ def image_folder(folder: str | os.PathLike, *, image_size: int = 32, val_fractio
     Raises:
         DataError: no such folder, fewer than 2 classes, a class too small to split, or no images.
     """
-    check, entries = scan_folder(folder)
-    if not 8 <= image_size <= 512:
-        raise DataError(f"image size {image_size} px is out of range: use 8 to 512 (32 or 64 are typical)")
+    if not 16 <= image_size <= 512:
+        raise DataError(f"image size {image_size} px is out of range: use 16 to 512 (32 or 64 are typical)")
     if not 0 <= val_fraction < 1:
         raise DataError(f"validation fraction {val_fraction} must be at least 0 and below 1")
+    check, entries = scan_folder(folder)
     paths = [e[0] for e in entries]
     images, digests, failures = decode_files(Path(folder), paths, image_size, workers, progress, cache)
     check.skipped += [(p, SKIP_REASONS.get(kind, "unreadable") + f": {msg}") for p, (kind, msg) in failures.items()]
     good = [i for i, p in enumerate(paths) if p not in failures]
     entries = [entries[i] for i in good]
     images, digests = images[good], [digests[i] for i in good]
-    ds = _assemble(Path(folder), check, entries, images, digests, image_size, val_fraction, seed)
-    if not check.ok:
-        raise DataError(f"{folder}: " + "; ".join(check.errors) + " (run `cifar-cnn data check` for the whole list)")
-    return ds
+    return _assemble(Path(folder), check, entries, images, digests, image_size, val_fraction, seed)
 
 
 def check_folder(folder: str | os.PathLike, **kwargs) -> DataCheck:
@@ -431,7 +428,7 @@ def _assemble(root: Path, check: DataCheck, entries, images: np.ndarray, digests
     check.counts = {s: {c: int((labels[idx] == i).sum()) for i, c in enumerate(classes)}
                     for s, idx in parts.items() if len(idx)}  # fmt: skip
     if check.errors:
-        error = DataError("; ".join(check.errors))
+        error = DataError(f"{root}: " + "; ".join(check.errors) + " (`cifar-cnn data check` lists everything)")
         error.check = check  # type: ignore[attr-defined]
         raise error
     train_x = images[parts["train"]]
