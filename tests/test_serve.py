@@ -35,6 +35,7 @@ def test_health_models_docs(client):
     assert client.get("/readyz").json()["model"] == "keras_cnn"
     [info] = client.get("/v1/models").json()
     assert info["name"] == "keras_cnn" and len(info["classes"]) == 10 and info["input_size"] == [3, 32, 32]
+    assert info["accuracy_label"] == "test accuracy"
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
 
 
@@ -133,6 +134,7 @@ def test_folder_model_is_described_by_its_own_classes(folder_client):
     [info] = folder_client.get("/v1/models").json()
     assert info["classes"] == ["blue sky", "grün", "red"] and info["num_classes"] == 3
     assert info["name"] == "keras_cnn" and info["input_size"] == [3, 32, 32]
+    assert info["accuracy_label"] == "validation accuracy"  # the folder has no test split
     description = folder_client.get("/openapi.json").json()["info"]["description"]
     assert "grün" in description and "32x32" in description
     page = folder_client.get("/").text  # the static page names no class: it renders /v1/models

@@ -59,6 +59,12 @@ class ModelCard:
         return self.metrics.get("test_accuracy")
 
     @property
+    def accuracy_label(self) -> str:
+        """What `accuracy` was measured on: "test accuracy", or "validation accuracy" for a
+        folder without a test split."""
+        return "validation accuracy" if self.metrics.get("split") == "val" else "test accuracy"
+
+    @property
     def resize(self) -> str:
         s = self.input_size
         return f"shorter side to {s} (antialiased bicubic), center crop {s}x{s}"

@@ -74,7 +74,7 @@ def render_prediction(clf: Classifier, data: bytes, name: str, top_k: int = 5) -
 def header_html(clf: Classifier) -> str:
     """The model's name, input size, accuracy and classes, HTML-escaped."""
     card = clf.card
-    accuracy = f", test accuracy {card.accuracy:.1%}" if card.accuracy is not None else ""
+    accuracy = f", {card.accuracy_label} {card.accuracy:.1%}" if card.accuracy is not None else ""
     names = ", ".join(html.escape(c) for c in card.classes[:MAX_HEADER_CLASSES])
     if card.num_classes > MAX_HEADER_CLASSES:
         names += f" and {card.num_classes - MAX_HEADER_CLASSES} more"

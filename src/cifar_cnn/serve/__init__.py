@@ -90,7 +90,8 @@ def create_app(
     async def models():
         card = clf.card
         return [{"name": card.model, "classes": card.classes, "num_classes": card.num_classes,
-                 "accuracy": card.accuracy, "input_size": [3, card.input_size, card.input_size],
+                 "accuracy": card.accuracy, "accuracy_label": card.accuracy_label,
+                 "input_size": [3, card.input_size, card.input_size],
                  "resize": card.resize, "temperature": card.temperature,
                  "uncertain_threshold": card.uncertain_threshold}]  # fmt: skip
 
