@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -126,8 +127,6 @@ def evaluation_set(clf, images=None, data=None, subset: int | None = None,
         name = f"images in {images}"
     elif source.get("folder") and data is None:
         folder = source.get("name", "")
-        from pathlib import Path
-
         if not Path(folder).is_dir():
             raise DataError(f"this model was trained on {folder}, which is not here: evaluate it with --images DIR")
         ds = image_folder(folder, image_size=clf.input_size, val_fraction=source.get("val_fraction", 0.2),
