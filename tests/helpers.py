@@ -1,9 +1,16 @@
 """Small builders shared by the tests."""
 
+import contextlib
 import io
+import socket
 import struct
+import subprocess
+import sys
+import time
 import zlib
 
+import httpx
+import pytest
 from PIL import Image
 
 
@@ -23,3 +30,39 @@ def png_header_only(width: int, height: int) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(model_path, *args: str, env: dict | None = None):
+    """`cifar-cnn serve MODEL ARGS...` in a subprocess on a free loopback port; yields its URL.
+    The process is `running_server.proc` while it runs (for its pid)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "cifar_cnn.cli", "serve", str(model_path), "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    running_server.proc = proc
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
+    if proc.poll() is not None:
+        pytest.fail(f"server exited: {proc.stdout.read().decode()[-2000:]}")
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -1,52 +1,20 @@
 """The served web page in real headless Chromium, and a bounded load test over loopback."""
 
-import contextlib
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import expect
+
+from helpers import running_server
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_server(model_path):
-    """`cifar-cnn serve MODEL` in a subprocess on a free loopback port; yields its URL."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "cifar_cnn.cli", "serve", str(model_path), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +51,7 @@ def test_page_classifies_an_upload(server, browser, tmp_path):
     broken.write_bytes(b"\xff\xd8\xff\xe0 definitely not a whole jpeg")
     page = browser.new_page(viewport={"width": 420, "height": 860})  # a phone-sized window
     page.goto(server)
-    page.wait_for_function("document.getElementById('model').textContent.includes('keras_cnn')")
+    expect(page.locator("#model")).to_contain_text("keras_cnn")  # (no eval: the page's CSP forbids it)
     page.set_input_files("#file", [str(image)])
     page.wait_for_selector(".card.done", timeout=30000)
     card = page.locator(".card.done").first
@@ -98,10 +66,33 @@ def test_page_classifies_an_upload(server, browser, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
 
 
+def test_page_asks_for_the_api_key_and_obeys_its_csp(model_file, browser, tmp_path):
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(image)
+    env = {**os.environ, "CIFAR_CNN_API_KEY": "s3cret-key"}
+    with running_server(model_file, env=env) as url:
+        page = browser.new_page()
+        refused = []  # the browser reports each Content-Security-Policy violation on the console
+        page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+        page.goto(url)
+        page.wait_for_selector("#keyform.shown", timeout=30000)
+        assert "API key" in page.locator("#model").inner_text()
+        page.fill("#key", "s3cret-key")
+        page.click("#keyform button")
+        expect(page.locator("#model")).to_contain_text("keras_cnn")  # (no eval: the page's CSP forbids it)
+        page.set_input_files("#file", [str(image)])
+        page.wait_for_selector(".card.done", timeout=30000)
+        assert not page.locator("#keyform.shown").count()
+        page.goto(f"{url}/docs")  # Swagger UI from this server (no CDN), under its own policy
+        page.wait_for_selector(".swagger-ui .opblock", timeout=30000)
+        assert page.locator(".opblock-summary-path").filter(has_text="/v1/predict").count() == 1
+        assert not refused, refused
+
+
 def test_page_shows_the_models_own_classes(folder_server, browser, own_folder):
     page = browser.new_page(viewport={"width": 420, "height": 860})
     page.goto(folder_server)
-    page.wait_for_function("document.querySelectorAll('#classes li').length > 0")
+    page.wait_for_selector("#classes li")
     assert page.locator("#classes li").all_inner_texts() == ["blue sky", "grün", "red"]
     assert "32" in page.locator("#model").inner_text() and "keras_cnn" in page.title()
     page.set_input_files("#file", [str(own_folder / "blue sky" / "2.png")])

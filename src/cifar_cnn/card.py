@@ -30,6 +30,10 @@ class ModelCard:
     temperature: float = 1.0  # calibration: probabilities are softmax(logits / temperature)
     uncertain_threshold: float = 0.0  # calibrated top probability below which we say "uncertain"
     calibration: dict = field(default_factory=dict)  # where/how the two values above were fitted
+    # The "looks like none of the classes" detector (novelty.py): {"score", "threshold", how fitted}.
+    # Its tensors are `ood.*` in the same file. Empty in files written before it (and when the
+    # model had no validation split): the flag is then the probability threshold alone, as before.
+    novelty: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)  # test (or validation) accuracy, loss, per class
     data: dict = field(default_factory=dict)  # what the model was trained on: name, sizes, checksum
     init: str = "scratch"  # "scratch", "pretrained:fast" or the model file it was fine-tuned from

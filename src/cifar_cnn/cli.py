@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
     t.add_argument("--train-subset", type=int, help="train on the first N images only")
     t.add_argument("--test-subset", type=int, help="evaluate on the first N test images only")
+    t.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard logs into --out "
+                   "(default: per-epoch curves, confusion matrix, sample predictions, hyperparameters)")  # fmt: skip
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -81,13 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
                    "folder's test split, or CIFAR-10's test set)")  # fmt: skip
     e.add_argument("--test-subset", type=int)
     e.add_argument("--json", action="store_true", help="print JSON")
+    e.add_argument("--corruptions", action="store_true", help="robustness instead: accuracy under CIFAR-10-C's 15 "
+                   "corruptions at 5 severities, and through the photo pipeline (cached per model and data)")  # fmt: skip
+    e.add_argument("--severities", default="1,2,3,4,5", help="with --corruptions: which severities (default 1,2,3,4,5)")
+    e.add_argument("--seed", type=int, default=0, help="with --corruptions: seed of the random corruptions")
+    e.add_argument("--no-cache", action="store_true", help="with --corruptions: recompute, ignoring cached results")
     e.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="classify image files (any size and format)")
-    pr.add_argument("inputs", nargs="+", metavar="[MODEL] IMAGE", help="optional model file or run folder, then images")
+    pr = sub.add_parser("predict", help="classify image files or folders of them (any size and format)")
+    pr.add_argument("inputs", nargs="+", metavar="[MODEL] IMAGE|DIR",
+                    help="optional model file or run folder, then images and folders of images")  # fmt: skip
     pr.add_argument("--model", "-m", help="model file or run folder (default: bundled pretrained)")
     pr.add_argument("--top-k", "-k", type=int, default=5)
-    pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.add_argument("--json", action="store_true", help="print JSON (one object per line)")
+    pr.add_argument("--recursive", "-r", action="store_true", help="include the subfolders of folders")
+    pr.add_argument("--out", "-o", metavar="FILE", help="write one row per file to FILE.csv or FILE.jsonl (streamed, "
+                    "flushed every batch) and print a summary, instead of printing predictions")  # fmt: skip
+    pr.add_argument("--resume", action="store_true", help="skip the files --out already has a row for")
+    pr.add_argument("--overwrite", action="store_true", help="start --out over if it exists")
+    pr.add_argument("--workers", type=int, help="decoding processes (default: one per core)")
+    pr.add_argument("--batch-size", type=int, default=256, help="images per model call (default 256)")
+    pr.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
 
     b = sub.add_parser("bench", help="time-to-accuracy benchmark over seeds; writes bench/results/*.json and .md")
@@ -121,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tta", type=int)
     r.add_argument("--test-subset", type=int)
     r.add_argument("--no-ood", action="store_true", help="skip the none-of-these (out-of-distribution) check")
+    r.add_argument("--corruptions", action="store_true", help="add a robustness section (CIFAR-10-C's corruptions, "
+                   "photo pipeline), computing what is not cached; without it, added when cached for this model")  # fmt: skip
     r.set_defaults(func=cmd_report)
 
     d = sub.add_parser("data", help="data utilities")
@@ -145,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-upload-mb", type=float, default=10, help="largest accepted image file (413 above)")
     s.add_argument("--max-batch", type=int, default=64, help="micro-batch size limit")
     s.add_argument("--max-wait-ms", type=float, default=5, help="how long a request waits for others to batch with")
+    s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $CIFAR_CNN_API_KEY); needed "
+                   "when --host is not a loopback address")  # fmt: skip
+    s.add_argument("--insecure", action="store_true", help="serve beyond loopback without an API key (not advised)")
+    s.add_argument("--rate-limit", type=float, help="requests/s per client address, bursts of twice that; 0: off "
+                   "(default: 10 beyond loopback, off on loopback)")  # fmt: skip
+    s.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser pages from this origin (e.g. https://example.org) to call the API; repeatable")  # fmt: skip
+    s.add_argument("--header-timeout", type=float, default=10, help="seconds a client has to send its headers")
+    s.add_argument("--body-timeout", type=float, default=60, help="seconds a client has to send a request's body")
+    s.add_argument("--max-connections", type=int, default=1000, help="open connections and requests (503 above)")
     s.set_defaults(func=cmd_serve)
 
     x = sub.add_parser("export", help="export to ONNX or TorchScript with the preprocessing folded in")
@@ -185,6 +213,7 @@ def cmd_train(args) -> int:
         init=args.init, image_size=args.image_size, val_fraction=args.val_fraction, class_weights=args.class_weights,
         train_subset=args.train_subset, test_subset=args.test_subset, progress=not args.quiet,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, compile=args.compile,
+        tensorboard=not args.no_tensorboard,
     )  # fmt: skip
     import torch.distributed as dist
 
@@ -202,6 +231,8 @@ def cmd_evaluate(args) -> int:
 
     clf = load(args.model)
     x, y, name = _evaluation_set(args, clf)
+    if args.corruptions:
+        return _evaluate_robustness(args, clf, x, y, name)
     metrics = compute_metrics(clf.logits(x, tta=args.tta), y, clf.classes)
     tta = clf.tta if args.tta is None else args.tta
     if args.json:
@@ -212,30 +243,75 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _evaluate_robustness(args, clf, x, y, name) -> int:
+    from cifar_cnn.evaluate import corruption_accuracy
+
+    try:
+        severities = [int(v) for v in args.severities.split(",") if v.strip()]
+    except ValueError:
+        raise CifarCnnError(f"--severities {args.severities}: give numbers 1 to 5 separated by commas") from None
+    result = corruption_accuracy(clf, x, y, severities=severities, seed=args.seed, tta=args.tta,
+                                 cache=not args.no_cache, progress=not args.json, dataset=name)  # fmt: skip
+    print(json.dumps(result.to_dict()) if args.json else result.format())
+    return 0
+
+
 def _looks_like_model(path: str) -> bool:
     p = Path(path)
     return p.suffix == ".safetensors" or (p.is_dir() and (p / "model.safetensors").is_file())
 
 
 def cmd_predict(args) -> int:
-    from cifar_cnn.predict import Prediction, load
+    """Exit status 0 when every file was predicted, 1 when some could not be read (their errors are
+    in the output), 2 for a usage error (nothing written)."""
+    from cifar_cnn.bulk import PredictionFile, predict_folder
+    from cifar_cnn.predict import load
 
     inputs = list(args.inputs)
     model_path = args.model
     if model_path is None and len(inputs) > 1 and _looks_like_model(inputs[0]):
         model_path = inputs.pop(0)
+    if args.out:  # a bad --out fails now, before the model is loaded
+        PredictionFile.check(args.out, resume=args.resume, overwrite=args.overwrite)
+    elif args.resume or args.overwrite:
+        raise CifarCnnError("--resume and --overwrite apply to an --out file")
     clf = load(model_path)
-    results = clf.predict_files(inputs, top_k=args.top_k)
-    failed = 0
-    for r in results:
-        if isinstance(r, Prediction):
-            print(json.dumps(r.to_dict()) if args.json else _format_prediction(r))
-        else:
-            failed += 1
-            if args.json:
-                print(json.dumps({"error": str(r)}))
-            print(f"error: {r}", file=sys.stderr)
-    return 1 if failed else 0
+    progress = bool(args.out) and not args.quiet and sys.stderr.isatty()
+    try:
+        summary = predict_folder(
+            clf, inputs, args.out or _PredictionPrinter(args.json), recursive=args.recursive, top_k=args.top_k,
+            resume=args.resume, overwrite=args.overwrite, workers=args.workers, batch_size=args.batch_size,
+            progress=progress,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        if args.out:
+            print(f"\nstopped: the rows so far are in {args.out}; add --resume to continue", file=sys.stderr)
+        raise
+    if args.out:
+        print(summary.format(), file=sys.stderr)
+    elif summary.subfolders:
+        print(f"note: {summary.subfolders} subfolder(s) not entered: add --recursive", file=sys.stderr)
+    return 1 if summary.errors or summary.errors_before else 0
+
+
+class _PredictionPrinter:
+    """Rows printed as they come (without --out): text or JSON lines on stdout, errors on stderr."""
+
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+
+    def write(self, path: str, result) -> None:
+        from cifar_cnn.errors import ImageError
+
+        if not isinstance(result, ImageError):
+            print(json.dumps(result.to_dict()) if self.as_json else _format_prediction(result))
+            return
+        if self.as_json:
+            print(json.dumps({"error": str(result)}))
+        print(f"error: {result}", file=sys.stderr)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
 
 
 def _format_prediction(p) -> str:
@@ -277,12 +353,15 @@ def _evaluation_set(args, clf):
 
 
 def cmd_report(args) -> int:
+    from cifar_cnn.evaluate import corruption_accuracy
     from cifar_cnn.predict import load
     from cifar_cnn.report import build_report
 
     clf = load(args.model)
     x, y, name = _evaluation_set(args, clf)
-    report = build_report(clf, x, y, args.out, dataset=name, tta=args.tta, ood=not args.no_ood)
+    # computed (what is missing) with --corruptions; otherwise only what the cache has for this model and data
+    robustness = corruption_accuracy(clf, x, y, tta=args.tta, dataset=name, compute=args.corruptions)
+    report = build_report(clf, x, y, args.out, dataset=name, tta=args.tta, ood=not args.no_ood, robustness=robustness)
     print(report.text())
     return 0
 
@@ -310,7 +389,9 @@ def cmd_serve(args) -> int:
     from cifar_cnn.serve import serve
 
     serve(args.model, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 2**20),
-          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)  # fmt: skip
+          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, api_key=args.api_key, insecure=args.insecure,
+          rate_limit=args.rate_limit, cors_origins=tuple(args.cors_origin), header_timeout=args.header_timeout,
+          body_timeout=args.body_timeout, max_connections=args.max_connections)  # fmt: skip
     return 0
 
 

@@ -1,7 +1,11 @@
-"""Test-set metrics: accuracy, per-class accuracy, confusion matrix; test-time augmentation."""
+"""Test-set metrics: accuracy, per-class accuracy, confusion matrix; test-time augmentation;
+robustness to corruptions (CIFAR-10-C's protocol) and to the photo pipeline, cached."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,3 +144,214 @@ def evaluation_set(clf, images=None, data=None, subset: int | None = None,
         raise DataError(f"no evaluation data for this model's classes ({', '.join(clf.classes[:5])}...): "
                         "pass --images DIR with one subfolder per class")  # fmt: skip
     return x[:subset], np.asarray(y).ravel()[:subset], name, problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Robustness: CIFAR-10-C's corruptions and the photo pipeline (corruptions.py), results cached
+
+ROBUSTNESS_BLOCK = 1000  # images corrupted and predicted at once; each block has its own random stream
+
+
+@dataclass
+class RobustnessResult:
+    """Accuracy of one model on clean, corrupted and photo-pipeline copies of the same images."""
+
+    model: str
+    dataset: str
+    n: int
+    seed: int
+    tta: int
+    clean_accuracy: float
+    accuracy: dict[str, dict[int, float]]  # corruption -> severity -> accuracy
+    photo_accuracy: float | None
+    seconds: float  # compute time of these numbers when they were first computed
+    elapsed: float  # this call's time (about nothing when every number came from the cache)
+    cached: bool  # every number came from the cache
+    version: int
+    cache_path: str | None = None
+
+    @property
+    def per_corruption(self) -> dict[str, float]:
+        return {name: float(np.mean(list(row.values()))) for name, row in self.accuracy.items()}
+
+    @property
+    def mean_corruption_accuracy(self) -> float:
+        """Mean over every (corruption, severity): CIFAR-10-C's headline "mCA"."""
+        values = [v for row in self.accuracy.values() for v in row.values()]
+        return float(np.mean(values)) if values else float("nan")
+
+    @property
+    def severities(self) -> list[int]:
+        return sorted({s for row in self.accuracy.values() for s in row})
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model, "dataset": self.dataset, "n": self.n, "seed": self.seed, "tta": self.tta,
+            "clean_accuracy": self.clean_accuracy, "mean_corruption_accuracy": self.mean_corruption_accuracy,
+            "photo_pipeline_accuracy": self.photo_accuracy, "per_corruption": self.per_corruption,
+            "accuracy": {name: {str(s): v for s, v in row.items()} for name, row in self.accuracy.items()},
+            "seconds": self.seconds, "elapsed": self.elapsed, "cached": self.cached,
+            "corruptions_version": self.version,
+        }  # fmt: skip
+
+    def format(self) -> str:
+        sev = self.severities
+        lines = [f"Robustness of {self.model} on {self.n} images of the {self.dataset} (tta={self.tta}, seed={self.seed}; "
+                 "CIFAR-10-C's corruptions, computed locally)", "",
+                 f"{'corruption':<18}" + "".join(f"{s:>8}" for s in sev) + f"{'mean':>8}"]  # fmt: skip
+        for name, row in self.accuracy.items():
+            lines.append(f"{name:<18}" + "".join(f"{row[s]:8.1%}" for s in sev) + f"{self.per_corruption[name]:8.1%}")
+        lines += ["", f"clean accuracy:             {self.clean_accuracy:.2%}",
+                  f"mean corruption accuracy:   {self.mean_corruption_accuracy:.2%} "
+                  f"({len(self.accuracy)} corruptions x {len(sev)} severities)"]  # fmt: skip
+        if self.photo_accuracy is not None:
+            lines.append(f"photo pipeline accuracy:    {self.photo_accuracy:.2%} (upscaled to 512 px, JPEG quality 70, "
+                         "resized back as predict does)")  # fmt: skip
+        how = f"from the cache ({self.elapsed:.1f} s)" if self.cached else f"in {self.elapsed:.0f} s"
+        lines.append(f"computed in {self.seconds:.0f} s the first time; this run {how}")
+        return "\n".join(lines)
+
+
+def model_fingerprint(clf) -> str:
+    """sha256 of a Classifier's weights and card: the same model file always gives the same one."""
+    h = hashlib.sha256(json.dumps(clf.card.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(clf.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _robustness_cache(clf, images: np.ndarray, labels: np.ndarray, seed: int, tta: int) -> Path:
+    from cifar_cnn.corruptions import VERSION
+    from cifar_cnn.data import cache_dir
+
+    h = hashlib.sha256(f"v{VERSION} seed={seed} tta={tta} block={ROBUSTNESS_BLOCK} {model_fingerprint(clf)}".encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    h.update(labels.astype(np.int64).tobytes())
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in clf.name)[:40]
+    return cache_dir() / "robustness" / f"{safe}-{h.hexdigest()[:24]}.json"
+
+
+def corruption_accuracy(clf, images: np.ndarray, labels: np.ndarray, corruptions: list[str] | None = None,
+                        severities: tuple[int, ...] | list[int] = (1, 2, 3, 4, 5), seed: int = 0,
+                        tta: int | None = None, subset: int | None = None, photo: bool = True, cache: bool = True,
+                        progress: bool = True, dataset: str = "evaluation images",
+                        compute: bool = True) -> RobustnessResult | None:  # fmt: skip
+    """Accuracy of `clf` (its `predict_proba`: its own normalization and test-time augmentation,
+    or `tta`) on `images` clean, under each corruption at each severity (the CIFAR-10-C
+    protocol, `corruptions.py`) and through the photo pipeline.
+
+    Args:
+        images, labels: uint8 (N, S, S, 3) at the model's input size, class indices (N,) or (N, 1).
+        corruptions: names from `corruptions.CORRUPTIONS` (default: all 15).
+        subset: only the first `subset` images.
+        cache: reuse and extend the results saved under `cache_dir()/robustness/`, keyed by the
+            model's weights and card, the images and labels, the seed, tta and the corruption code's
+            version. Each number is saved as soon as it is computed, so an interrupted run resumes.
+            False recomputes everything (and saves it).
+        compute: False only reads the cache: None unless every number asked for is there.
+
+    Raises:
+        ValueError: images not at the model's input size, labels of another length, an unknown
+            corruption or a severity outside 1-5.
+    """
+    from cifar_cnn.corruptions import check_names, check_severities
+
+    start = time.perf_counter()
+    names, sevs = check_names(corruptions), check_severities(severities)
+    images, labels = np.asarray(images)[:subset], np.asarray(labels).ravel().astype(np.int64)[:subset]
+    s = clf.input_size
+    if images.ndim != 4 or images.shape[1:] != (s, s, 3) or images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images (N, {s}, {s}, 3) at the model's input size, got {images.dtype} "
+                         f"{images.shape}: resize them with Classifier.load_image")  # fmt: skip
+    if len(labels) != len(images) or not len(images):
+        raise ValueError(f"{len(images)} images and {len(labels)} labels: need the same number, and at least one")
+    tta = clf.tta if tta is None else tta
+    path = _robustness_cache(clf, images, labels, seed, tta)
+    entries = _read_entries(path) if cache else {}
+    wanted = ["clean", *(["photo"] if photo else []), *(f"{n}/{v}" for n in names for v in sevs)]
+    missing = [key for key in wanted if key not in entries]
+    if missing and not compute:
+        return None
+    if missing:
+        _compute_entries(clf, images, labels, missing, entries, path, seed, tta, progress)
+    acc = {key: entries[key]["correct"] / entries[key]["n"] for key in wanted}
+    return RobustnessResult(
+        model=clf.name, dataset=dataset, n=len(images), seed=seed, tta=tta, clean_accuracy=acc["clean"],
+        accuracy={n: {v: acc[f"{n}/{v}"] for v in sevs} for n in names},
+        photo_accuracy=acc.get("photo"), seconds=sum(entries[k]["seconds"] for k in wanted),
+        elapsed=time.perf_counter() - start, cached=not missing, version=_version(),
+        cache_path=str(path),
+    )  # fmt: skip
+
+
+def _version() -> int:
+    from cifar_cnn.corruptions import VERSION
+
+    return VERSION
+
+
+def _read_entries(path: Path) -> dict:
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return entries if isinstance(entries, dict) and entries.get("version") == _version() else {}
+
+
+def _compute_entries(clf, images, labels, keys: list[str], entries: dict, path: Path, seed: int, tta: int,
+                     progress: bool) -> None:  # fmt: skip
+    """Compute each key ("clean", "photo" or "corruption/severity") block by block, saving the cache
+    as each key is finished. Blocks of small sets are predicted together, up to ROBUSTNESS_BLOCK
+    images at a time, so a small subset costs few model calls."""
+    from tqdm.auto import tqdm
+
+    from cifar_cnn.checkpoint import atomic_write_bytes
+
+    starts = range(0, len(images), ROBUSTNESS_BLOCK)
+    left = {key: len(starts) for key in keys}
+    counts = {key: {"correct": 0, "n": 0, "seconds": 0.0} for key in keys}
+    pending: list[tuple[str, np.ndarray, np.ndarray]] = []  # (key, images, labels) waiting for the model
+    entries["version"] = _version()
+
+    def flush() -> None:
+        tic = time.perf_counter()
+        predicted = clf.predict_proba(np.concatenate([x for _, x, _ in pending]), tta=tta).argmax(1)
+        per_image = (time.perf_counter() - tic) / len(predicted)
+        offset = 0
+        for key, x, y in pending:
+            c = counts[key]
+            c["correct"] += int((predicted[offset : offset + len(x)] == y).sum())
+            c["n"], c["seconds"], offset = c["n"] + len(x), c["seconds"] + per_image * len(x), offset + len(x)
+            left[key] -= 1
+            if not left[key]:
+                entries[key] = c
+                atomic_write_bytes(path, json.dumps(entries, indent=1).encode())
+        pending.clear()
+        bar.update(len(predicted))
+
+    with tqdm(total=len(keys) * len(images), desc="robustness", unit="img", disable=not progress,
+              dynamic_ncols=True) as bar:  # fmt: skip
+        for key in keys:
+            bar.set_postfix_str(key)
+            for k, i in enumerate(starts):
+                tic = time.perf_counter()
+                x = _shifted(clf, images[i : i + ROBUSTNESS_BLOCK], key, seed, stream=k)
+                counts[key]["seconds"] += time.perf_counter() - tic
+                pending.append((key, x, labels[i : i + ROBUSTNESS_BLOCK]))
+                if sum(len(p[1]) for p in pending) >= ROBUSTNESS_BLOCK:
+                    flush()
+        if pending:
+            flush()
+
+
+def _shifted(clf, images: np.ndarray, key: str, seed: int, stream: int) -> np.ndarray:
+    """`images` as `key` says: "clean", "photo" (the photo pipeline) or "corruption/severity"."""
+    from cifar_cnn.corruptions import corrupt, photo_pipeline
+
+    if key == "clean":
+        return images
+    if key == "photo":
+        return photo_pipeline(images, load=clf.load_image)
+    name, severity = key.split("/")
+    return corrupt(images, name, int(severity), seed=seed, stream=stream)

@@ -2,12 +2,20 @@
 
 model = cifar_cnn.load("runs/fast/model.safetensors")   # or cifar_cnn.load() / load("fast"): bundled
 model.predict("cat.jpg")            # Prediction(label='cat', score=0.91, ...)
+
+A prediction is flagged `uncertain` for one of two reasons, said in words in `reason`:
+"looks like none of the 10 classes" when the image's features lie far from every training image's
+(the novelty detector stored in the model file, novelty.py), or "torn between cat and dog" when
+it looks like the training images but the calibrated top probability is below the card's
+`uncertain_threshold`. Files without a detector flag on the probability alone, as before.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +31,8 @@ from cifar_cnn.evaluate import predict_logits
 from cifar_cnn.hardware import choose_device, use_bf16
 from cifar_cnn.images import ImageInput, load_image, open_image, to_model_size
 from cifar_cnn.models import create_model
+from cifar_cnn.novelty import PREFIX as NOVELTY_PREFIX
+from cifar_cnn.novelty import NoveltyDetector, logits_and_features
 from cifar_cnn.preprocess import to_tensor
 from cifar_cnn.pretrained import DEFAULT, bundled_path, has_bundled
 
@@ -33,8 +43,10 @@ class Prediction:
     score: float
     top_k: list[tuple[str, float]]
     uncertain: bool = False
+    reason: str | None = None  # why it is uncertain, in words (see the module docstring); None if not
     filename: str | None = None
     probabilities: dict[str, float] = field(default_factory=dict, repr=False)
+    novelty: float | None = field(default=None, repr=False)  # the detector's score, when it ran
 
     def to_dict(self) -> dict:
         """The JSON shape of a prediction, shared by the CLI, the web API and the widget."""
@@ -44,6 +56,7 @@ class Prediction:
             "score": self.score,
             "predictions": [{"label": k, "score": v} for k, v in self.top_k],
             "uncertain": self.uncertain,
+            "reason": self.reason,
         }
 
 
@@ -63,7 +76,27 @@ class _ExportedModule(nn.Module):
         return self.graph(x)
 
 
+def none_of_these(num_classes: int) -> str:
+    return f"looks like none of the {num_classes} classes"
+
+
+def torn_between(first: str, second: str) -> str:
+    return f"torn between {first} and {second}"
+
+
+# Without a detector, a low top probability says "torn" when the top two hold at least this much
+# probability, and "none of these" when it is spread over more classes.
+TORN_MASS = 0.75
+_MEMO_ROWS = 4096  # novelty scores remembered for the rows predict_proba returned last
+
+
+def _weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's own tensors: those of the novelty detector (`ood.*`) are not weights."""
+    return {k: v for k, v in tensors.items() if not k.startswith(NOVELTY_PREFIX)}
+
+
 def _build(tensors: dict[str, torch.Tensor], card: ModelCard, path) -> nn.Module:
+    tensors = _weights(tensors)
     if card.model != CUSTOM_MODEL:
         model = create_model(card.model, num_classes=card.num_classes, input_size=card.input_size,
                              **card.model_kwargs)  # fmt: skip
@@ -81,12 +114,19 @@ class Classifier:
     from an image file to a prediction, used by the CLI, the notebook widgets, the web app,
     export and the report."""
 
-    def __init__(self, model: torch.nn.Module, card: ModelCard | dict, device: torch.device | None = None):
+    def __init__(self, model: torch.nn.Module, card: ModelCard | dict, device: torch.device | None = None,
+                 detector: NoveltyDetector | None = None):  # fmt: skip
         self.card = card if isinstance(card, ModelCard) else ModelCard.from_dict(card)
         self.model = model.eval()
         self.device = device or torch.device("cpu")
         # bf16 where the hardware has native bf16 math: as in training, and ~3x faster on such CPUs.
         self.bf16 = use_bf16(self.device)
+        self.detector = detector  # None: the flag is the probability threshold alone
+        # predict_proba remembers each returned row's novelty score (keyed by the row's bytes), so
+        # `to_predictions(predict_proba(x))`, the pattern of the server, bulk and widgets, gets the
+        # detector's verdict without a second array passed around.
+        self._memo: OrderedDict[bytes, float] = OrderedDict()
+        self._memo_lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str | None = None) -> Classifier:
@@ -100,10 +140,11 @@ class Classifier:
         try:
             card = ModelCard.from_dict(meta)
             model = _build(tensors, card, path)
+            detector = NoveltyDetector.from_file(card.novelty, tensors)
         except (KeyError, ValueError, RuntimeError, TypeError) as exc:
             raise CheckpointError(f"{path} does not hold a loadable cifar-cnn model: {exc}") from exc
         dev = choose_device(device)
-        return cls(model.to(dev, memory_format=torch.channels_last), card, dev)
+        return cls(model.to(dev, memory_format=torch.channels_last), card, dev, detector)
 
     # What the card says, under the names everything downstream uses.
     @property
@@ -170,9 +211,39 @@ class Classifier:
         tta = self.tta if tta is None else tta
         return predict_logits(self.model, x, tta=tta, batch_size=500, autocast=self.bf16 if bf16 is None else bf16)
 
+    def logits_and_novelty(self, images: np.ndarray, tta: int | None = None,
+                           bf16: bool | None = None) -> tuple[torch.Tensor, np.ndarray | None]:  # fmt: skip
+        """(logits (N, classes), novelty scores (N,) or None without a detector), one forward pass."""
+        if self.detector is None or len(images) == 0:
+            return self.logits(images, tta, bf16), None
+        x = self.preprocess(images)
+        tta = self.tta if tta is None else tta
+        autocast = self.bf16 if bf16 is None else bf16
+        if self.detector.needs_features:
+            logits, features = logits_and_features(self.model, x, tta=tta, autocast=autocast,
+                                                   stage=self.detector.stage)  # fmt: skip
+            if features is None:  # a module whose layers cannot be hooked: the probability flag alone
+                return logits, None
+        else:
+            logits, features = predict_logits(self.model, x, tta=tta, batch_size=500, autocast=autocast), None
+        return logits, self.detector.scores(logits, features, self.temperature)
+
     def predict_proba(self, images: np.ndarray, tta: int | None = None, bf16: bool | None = None) -> np.ndarray:
         """Calibrated class probabilities (N, classes) for uint8 images (N, S, S, 3)."""
-        return torch.softmax(self.logits(images, tta, bf16) / self.temperature, dim=1).numpy()
+        logits, novelty = self.logits_and_novelty(images, tta, bf16)
+        probs = torch.softmax(logits / self.temperature, dim=1).numpy()
+        if novelty is not None:
+            with self._memo_lock:
+                for row, score in zip(probs, novelty, strict=True):
+                    self._memo[row.tobytes()] = float(score)
+                    self._memo.move_to_end(row.tobytes())
+                while len(self._memo) > _MEMO_ROWS:
+                    self._memo.popitem(last=False)
+        return probs
+
+    def _remembered(self, probs: np.ndarray) -> list[float | None]:
+        with self._memo_lock:
+            return [self._memo.get(np.asarray(row, np.float32).tobytes()) for row in probs]
 
     def predict(self, inputs: ImageInput | list[ImageInput], top_k: int = 5) -> Prediction | list[Prediction]:
         """Top-k labels with probabilities for one image or a list (paths, bytes, PIL images,
@@ -202,18 +273,38 @@ class Classifier:
                 out[i] = pred
         return out
 
-    def to_predictions(self, probs: np.ndarray, top_k: int) -> list[Prediction]:
+    def to_predictions(self, probs: np.ndarray, top_k: int, novelty: np.ndarray | None = None) -> list[Prediction]:
+        """Predictions from calibrated probabilities (N, classes) and, when the model has a
+        detector, novelty scores (N,): given, or remembered from the `predict_proba` call that
+        returned these rows. Without them the flag is the probability threshold alone."""
         k = max(1, min(top_k, len(self.classes)))
+        if novelty is None:
+            novelty = self._remembered(probs) if self.detector is not None else [None] * len(probs)
         results = []
-        for row in probs:
-            order = np.argsort(-row)[:k]
-            top = [(self.classes[i], float(row[i])) for i in order]
+        for row, remembered in zip(probs, novelty, strict=True):
+            order = np.argsort(-row)
+            top = [(self.classes[j], float(row[j])) for j in order[:k]]
+            score = None if remembered is None else float(remembered)
+            reason = self.reason(row, order, score)
             results.append(Prediction(
-                label=top[0][0], score=top[0][1], top_k=top,
-                uncertain=top[0][1] < self.uncertain_threshold,
-                probabilities={c: float(p) for c, p in zip(self.classes, row, strict=True)},
+                label=top[0][0], score=top[0][1], top_k=top, uncertain=reason is not None, reason=reason,
+                probabilities={c: float(p) for c, p in zip(self.classes, row, strict=True)}, novelty=score,
             ))  # fmt: skip
         return results
+
+    def reason(self, row: np.ndarray, order: np.ndarray, novelty: float | None) -> str | None:
+        """Why a prediction (probabilities `row`, classes by decreasing probability `order`) is
+        uncertain, in words; None when it is not."""
+        n = len(self.classes)
+        if novelty is not None and novelty > self.detector.threshold:
+            return none_of_these(n)
+        if row[order[0]] >= self.uncertain_threshold:
+            return None
+        if n == 1:
+            return none_of_these(n)
+        if novelty is None and row[order[0]] + row[order[1]] < TORN_MASS:
+            return none_of_these(n)  # no detector: probability spread over many classes
+        return torn_between(self.classes[order[0]], self.classes[order[1]])
 
 
 def load_weights(path: str | os.PathLike, module: nn.Module, device: str | None = None) -> Classifier:
@@ -221,11 +312,13 @@ def load_weights(path: str | os.PathLike, module: nn.Module, device: str | None 
     as in training): for files of modules that torch.export could not capture."""
     tensors, meta = load_tensors(path)
     try:
-        module.load_state_dict({k: v for k, v in tensors.items() if k != "exported_program"})
+        module.load_state_dict({k: v for k, v in _weights(tensors).items() if k != "exported_program"})
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: the weights do not fit this module: {exc}") from exc
     dev = choose_device(device)
-    return Classifier(module.to(dev, memory_format=torch.channels_last), ModelCard.from_dict(meta), dev)
+    card = ModelCard.from_dict(meta)
+    detector = NoveltyDetector.from_file(card.novelty, tensors)
+    return Classifier(module.to(dev, memory_format=torch.channels_last), card, dev, detector)
 
 
 def load(path: str | os.PathLike | None = None, device: str | None = None) -> Classifier:

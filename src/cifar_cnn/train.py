@@ -7,7 +7,8 @@ channels_last, a checkpoint after every epoch, exact resume.
 
 `train` is three named steps over a `Run`: `prepare` (data, model, transfer, schedule,
 optimizers, resume), `fit` (the epochs) and `finalize` (test metrics, calibration on the
-validation split, the `ModelCard`, the model file).
+validation split, the `ModelCard`, the model file). With an output folder, each run also writes
+TensorBoard event files into it (`runlog.py`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from cifar_cnn.errors import CheckpointError, CifarCnnError
 from cifar_cnn.evaluate import Metrics, compute_metrics, predict_logits
 from cifar_cnn.hardware import choose_device, describe, summary_line, use_bf16
 from cifar_cnn.models import accepts, create_model, get_model_config, list_models
+from cifar_cnn.novelty import STAGE_LAYERS, fit_on_training_images, logits_and_features
 from cifar_cnn.optim import Optimizers, make_optimizers
 from cifar_cnn.preprocess import batch_cutout, batch_flip, batch_translate, reflect_pad, to_tensor
 from cifar_cnn.recipes import Recipe, fit_to_data, get_recipe
+from cifar_cnn.runlog import RunLog, tensorboard_command
 from cifar_cnn.transfer import load_matching, resolve_init
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -130,6 +133,7 @@ class Run:
     started: float
     state: dict = field(default_factory=lambda: {"epoch": 0, "step": 0, "history": [], "train_seconds": 0.0})
     first_epoch: int = 0
+    runlog: RunLog | None = None  # TensorBoard events in out_dir (rank 0 only)
 
 
 def train(
@@ -149,6 +153,7 @@ def train(
     test_subset: int | None = None,
     progress: bool = True,
     compile: bool = False,
+    tensorboard: bool = True,
     **overrides,
 ) -> TrainResult:
     """Train a recipe on CIFAR-10 or on your own images, then evaluate and calibrate it.
@@ -167,6 +172,8 @@ def train(
         train_subset, test_subset: use only the first N images (quick runs, tests).
         compile: run the training forward/backward through torch.compile (pays off only on long
             GPU runs; on CPU it needs a C++ compiler).
+        tensorboard: write TensorBoard event files into `out_dir` (see `runlog.py`); a failure
+            to write them warns once and never stops training.
         overrides: recipe fields to change, e.g. epochs=2.
 
     Raises:
@@ -175,9 +182,13 @@ def train(
     run = prepare(recipe, data=data, model=model, init=init, out_dir=out_dir, seed=seed, resume=resume,
                   device=device, image_size=image_size, val_fraction=val_fraction, class_weights=class_weights,
                   train_subset=train_subset, test_subset=test_subset, progress=progress, compile=compile,
-                  **overrides)  # fmt: skip
-    fit(run)
-    return finalize(run)
+                  tensorboard=tensorboard, **overrides)  # fmt: skip
+    try:
+        fit(run)
+        return finalize(run)
+    finally:
+        if run.runlog:
+            run.runlog.close()  # interrupted: the log keeps every finished epoch
 
 
 def load_data(data, recipe: Recipe, *, image_size: int = 32, val_fraction: float = 0.2, seed: int = 0,
@@ -198,7 +209,7 @@ def load_data(data, recipe: Recipe, *, image_size: int = 32, val_fraction: float
 
 def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, seed=0, resume=False, device=None,
             image_size=32, val_fraction=0.2, class_weights=False, train_subset=None, test_subset=None,
-            progress=True, compile=False, **overrides) -> Run:  # fmt: skip
+            progress=True, compile=False, tensorboard=True, **overrides) -> Run:  # fmt: skip
     """Data, model, transfer, schedule, optimizers and (with `resume`) the saved state."""
     registered = getattr(model, "model_name", None) if model is not None else None
     custom = model is not None and registered not in list_models()  # else a registry model the user built
@@ -263,6 +274,8 @@ def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, se
               custom=custom, model_kwargs={} if model is not None else model_kwargs, started=started)  # fmt: skip
     if resume:
         _resume(run)
+    if tensorboard:
+        run.runlog = _open_runlog(run)
     log(f"Training {recipe.name}: model {'your module' if custom else recipe.model}, {ds.num_classes} classes, "
         f"{len(ds.train_x)} images of {ds.input_size} px, {recipe.epochs:g} epochs, batch {batches.batch_size}, "
         f"seed {seed}")  # fmt: skip
@@ -300,6 +313,8 @@ def fit(run: Run) -> None:
         if run.recipe.eval_every_epoch and len(run.inputs[_monitor_split(run)]):
             _monitor(run, stats)
         run.state["history"].append(stats)
+        if run.runlog:
+            run.runlog.epoch(stats)
         run.state["epoch"] = epoch + 1
         run.state["train_seconds"] += stats["seconds"]
         if run.checkpoint and run.ctx.is_main:
@@ -373,24 +388,41 @@ def train_step(run: Run, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[to
 
 
 def finalize(run: Run) -> TrainResult:
-    """Test metrics with the recipe's test-time augmentation, calibration fitted on the
-    validation split (never on training or test images), the model card and the model file."""
+    """Test metrics with the recipe's test-time augmentation, calibration and the novelty
+    detector's threshold fitted on the validation split (never on training or test images; the
+    detector's statistics on training images), the model card and the model file."""
     d, recipe = run.data, run.recipe
-    logits = predict_logits(run.model, run.inputs["test"], tta=recipe.tta, batch_size=recipe.eval_batch_size,
-                            autocast=run.bf16)  # fmt: skip
+    stage = None if run.custom else STAGE_LAYERS.get(recipe.model)  # features for the novelty detector
+    logits, test_features = logits_and_features(run.model, run.inputs["test"], tta=recipe.tta,
+                                                batch_size=recipe.eval_batch_size, autocast=run.bf16, stage=stage)  # fmt: skip
     metrics = compute_metrics(logits, d.test_y, d.classes)
-    calibration = {}
+    calibration, detector, novelty = {}, None, {}
     if len(d.val_x):
-        val_logits = predict_logits(run.model, run.inputs["val"], tta=recipe.tta, autocast=run.bf16)
+        val_logits, val_features = logits_and_features(run.model, run.inputs["val"], tta=recipe.tta,
+                                                       batch_size=1000, autocast=run.bf16, stage=stage)  # fmt: skip
         calibration = calibrate(val_logits, d.val_y)
+        if run.custom:  # saved as a torch.export program: no layer to hook when it is loaded
+            novelty = {"score": "none", "why": "a torch.export program has no layer to hook: the flag is the "
+                       "calibrated top probability alone"}  # fmt: skip
+        else:
+            detector = fit_on_training_images(
+                run.model, d.train_x, d.train_y, (val_logits, val_features), mean=d.mean, std=d.std,
+                temperature=calibration["temperature"], num_classes=d.num_classes, stage=stage, tta=recipe.tta,
+                autocast=run.bf16, seed=run.seed)  # fmt: skip
+        if detector is not None and len(d.test_x):
+            flagged = detector.scores(logits, test_features, calibration["temperature"]) > detector.threshold
+            novelty = detector.card() | {f"{d.test_split}_flagged": float(flagged.mean())}
+        elif detector is not None:
+            novelty = detector.card()
     history = run.state["history"]
     monitoring = sum(h.get("eval_seconds", 0.0) for h in history[run.first_epoch :])  # this call's epochs
+    monitoring += run.runlog.seconds if run.runlog else 0.0  # logging, like monitoring, is not training
     elapsed = time.perf_counter() - run.started - monitoring  # data in memory + training + final evaluation
     card = ModelCard(
         model=CUSTOM_MODEL if run.custom else recipe.model, classes=d.classes, mean=d.mean, std=d.std,
         input_size=d.input_size, model_kwargs=run.model_kwargs, recipe=recipe.to_dict(), seed=run.seed,
         temperature=calibration.pop("temperature", 1.0),
-        uncertain_threshold=calibration.pop("uncertain_threshold", 0.0), calibration=calibration,
+        uncertain_threshold=calibration.pop("uncertain_threshold", 0.0), calibration=calibration, novelty=novelty,
         metrics={"test_accuracy": metrics.accuracy, "test_loss": metrics.loss, "tta": recipe.tta,
                  "split": d.test_split, "per_class_accuracy": metrics.to_dict()["per_class_accuracy"]},
         data=d.summary() | {"holdout_images": len(d.val_x)}, init=run.init, history=history,
@@ -400,13 +432,45 @@ def finalize(run: Run) -> TrainResult:
     model_path = None
     if run.out_dir and run.ctx.is_main:
         model_path = run.out_dir / MODEL_NAME
-        save_model(model_path, run.model, card, run.log)
+        save_model(model_path, run.model, card, run.log, detector.tensors() if detector else None)
+    _log_final(run, metrics, logits, card)
     run.log(_summary_table(run, metrics, elapsed, model_path))
     return TrainResult(run.model, metrics, card, model_path, history, run.state["train_seconds"], elapsed)
 
 
-def save_model(path: Path, model: nn.Module, card: ModelCard, log: Callable[..., None] = print) -> None:
-    """One `.safetensors` file: the weights and the card. A user's module is stored as a
+def _open_runlog(run: Run) -> RunLog | None:
+    """TensorBoard events in the run folder: rank 0 only, none without an output folder. A resumed
+    run's log is rewritten from its checkpoint's history, so it matches the checkpoint."""
+    if run.out_dir is None or not run.ctx.is_main:
+        return None
+    runlog = RunLog(run.out_dir, run.state["history"])
+    if runlog.active:
+        run.log(f"TensorBoard logs in {run.out_dir} (view: {tensorboard_command(run.out_dir)})")
+    return runlog
+
+
+def _log_final(run: Run, metrics: Metrics, logits: torch.Tensor, card: ModelCard) -> None:
+    """Confusion matrix, sample predictions (calibrated probabilities) and the recipe with the
+    final metrics, at the last epoch's step; then the log is closed."""
+    if run.runlog is None:
+        return
+    d, step = run.data, run.state["epoch"]
+    probs = torch.softmax(logits / card.temperature, 1).numpy()
+    run.runlog.final(metrics.confusion, d.classes, d.test_x, np.asarray(d.test_y).ravel(), probs, step,
+                     d.test_split)  # fmt: skip
+    recipe = run.recipe.to_dict()
+    values = {"recipe": recipe.pop("name"), **recipe, "model": card.model, "seed": run.seed, "init": run.init,
+              "data": d.name, "classes": d.num_classes, "input_size": d.input_size}  # fmt: skip
+    final = {f"{d.test_split}_accuracy": metrics.accuracy, f"{d.test_split}_loss": metrics.loss,
+             "train_seconds": run.state["train_seconds"]}  # fmt: skip
+    run.runlog.hparams(values, final, step)
+    run.runlog.close()
+
+
+def save_model(path: Path, model: nn.Module, card: ModelCard, log: Callable[..., None] = print,
+               novelty_tensors: dict[str, torch.Tensor] | None = None) -> None:  # fmt: skip
+    """One `.safetensors` file: the weights, the novelty detector's `ood.*` statistics and the
+    card. A user's module is stored as a
     torch.export program inside it, so it loads without the user's Python code; if torch.export
     cannot capture it, its weights are saved all the same (training is never lost) and the
     message says how to load them."""
@@ -419,7 +483,7 @@ def save_model(path: Path, model: nn.Module, card: ModelCard, log: Callable[...,
         except CifarCnnError as exc:
             log(f"warning: {exc}. Saved the weights and card only: load them in Python with "
                 f"cifar_cnn.load_weights({str(path)!r}, YourModule())")  # fmt: skip
-    save_tensors(path, tensors, card.to_dict())
+    save_tensors(path, {**tensors, **(novelty_tensors or {})}, card.to_dict())
 
 
 def _save_checkpoint(run: Run) -> None:

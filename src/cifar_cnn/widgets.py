@@ -44,7 +44,7 @@ def prediction_figure(original, model_input, prediction: Prediction, title: str 
         axes[2].text(min(s + 0.02, 0.85), y, f"{s:.1%}", va="center", fontsize=9)
     verdict = f"{_short(prediction.label)} ({prediction.score:.1%})"
     if prediction.uncertain:
-        verdict += "  uncertain: maybe none of these"
+        verdict += f"  uncertain: {prediction.reason or 'maybe none of these'}"
     axes[2].set_title(verdict, fontsize=10)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -8,29 +8,57 @@ POST /v1/predict  multipart images -> [{"filename", "label", "score", "predictio
                   "uncertain"}]: one `Prediction.to_dict()` per image
 GET  /v1/models   name, classes, accuracy, input size
 GET  /healthz     the process is up;  GET /readyz: the model is loaded
-GET  /docs        OpenAPI docs
+/v2/...           the Open Inference Protocol (KServe v2, Triton's HTTP API), in oip.py: GET /v2,
+                  /v2/health/live, /v2/health/ready, /v2/models/{model_name}[/ready]; POST .../infer
+GET  /docs        OpenAPI docs (Swagger UI served from this server: works offline)
+
+Safe to expose (guards.py, timeouts.py): bodies capped as they stream, read deadlines for slow clients,
+security headers and a Content-Security-Policy, an API key required beyond loopback, a per-client rate
+limit, CORS only for listed origins, and errors that never show a stack trace or a server path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import secrets
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, Request, UploadFile
+from fastapi import Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
-from cifar_cnn.errors import ImageError
+from cifar_cnn.errors import CifarCnnError, ImageError
 from cifar_cnn.images import MAX_PIXELS
 from cifar_cnn.predict import Classifier, load
+from cifar_cnn.serve import schemas
 from cifar_cnn.serve.batcher import MicroBatcher
+from cifar_cnn.serve.guards import (
+    ApiKey,
+    BodyLimit,
+    RateLimit,
+    SecurityHeaders,
+    cors_middleware_options,
+    is_loopback,
+    is_open,
+)
+from cifar_cnn.serve.oip import v2_router
+from cifar_cnn.serve.timeouts import BODY_TIMEOUT, HEADER_TIMEOUT, deadline_protocol
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_FILES = 16
 STATUS_FOR = {"unsupported": 415, "too_large": 413, "empty": 422, "damaged": 422, "missing": 422}
+EXPOSED_RATE_LIMIT = 10.0  # requests/s per client when listening beyond loopback (bursts of twice that)
+log = logging.getLogger("cifar_cnn.serve")
 
 
 def create_app(
@@ -40,8 +68,15 @@ def create_app(
     max_pixels: int = MAX_PIXELS,
     max_batch: int = 64,
     max_wait_ms: float = 5,
+    api_key: str | None = None,
+    rate_limit: float = 0,
+    cors_origins: tuple[str, ...] | list[str] = (),
 ):
-    """Build the app. `model`: a Classifier, a model path, or None for the bundled model."""
+    """Build the app. `model`: a Classifier, a model path, or None for the bundled model.
+
+    `api_key`: require `Authorization: Bearer KEY` on every route but health checks, the page and the docs.
+    `rate_limit`: requests per second per client address (0: none). `cors_origins`: origins allowed by CORS.
+    """
     clf = model if isinstance(model, Classifier) else load(model)
     batcher = MicroBatcher(clf.predict_proba, max_batch=max_batch, max_wait_ms=max_wait_ms)
     static = Path(str(resources.files("cifar_cnn.serve") / "static"))
@@ -52,20 +87,15 @@ def create_app(
         yield
         await batcher.stop()
 
-    app = FastAPI(title="cifar-cnn", version="1", lifespan=lifespan, description=_description(clf))
+    app = FastAPIOffline(title="cifar-cnn", version="1", lifespan=lifespan, description=_description(clf),
+                         redoc_url=None)  # fmt: skip
     app.state.classifier = clf
     app.state.batcher = batcher
+    _add_guards(app, max_request_bytes=max_upload_bytes * MAX_FILES + 2**20, api_key=api_key,
+                rate_limit=rate_limit, cors_origins=cors_origins)  # fmt: skip
 
     def error(status: int, message: str, filename: str | None = None) -> JSONResponse:
         return JSONResponse({"error": message, "filename": filename}, status_code=status)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        # Refuse oversized uploads from the header, before reading the body.
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_upload_bytes * MAX_FILES:
-            return error(413, f"request body over {max_upload_bytes * MAX_FILES // 2**20} MiB")
-        return await call_next(request)
 
     @app.get("/", include_in_schema=False)
     async def index():
@@ -74,19 +104,19 @@ def create_app(
     @app.get("/static/{name}", include_in_schema=False)
     async def static_file(name: str):
         path = static / name
-        if "/" in name or not path.is_file():
+        if "/" in name or name.startswith(".") or not path.is_file():
             return error(404, "not found")
         return FileResponse(path)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=schemas.Health)
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", response_model=schemas.Ready)
     async def readyz():
         return {"status": "ready", "model": clf.name}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", response_model=list[schemas.ModelInfo])
     async def models():
         card = clf.card
         return [{"name": card.model, "classes": card.classes, "num_classes": card.num_classes,
@@ -95,8 +125,9 @@ def create_app(
                  "resize": card.resize, "temperature": card.temperature,
                  "uncertain_threshold": card.uncertain_threshold}]  # fmt: skip
 
-    @app.post("/v1/predict")
-    async def predict(files: list[UploadFile], top_k: int = 5):
+    @app.post("/v1/predict", response_model=list[schemas.PredictionBody],
+              responses=schemas.error_responses(413, 415, 422))  # fmt: skip
+    async def predict(files: list[UploadFile], top_k: int = Query(5, ge=1, le=1000)):
         if not files:
             return error(422, "send one or more images as multipart field 'files'")
         if len(files) > MAX_FILES:
@@ -116,7 +147,74 @@ def create_app(
             r.filename = f.filename
         return [r.to_dict() for r in results]
 
+    app.include_router(v2_router(clf, batcher, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels))
     return app
+
+
+def _add_guards(app, *, max_request_bytes: int, api_key: str | None, rate_limit: float,
+                cors_origins) -> None:  # fmt: skip
+    """Errors in one shape without internals; the guard middlewares; an OpenAPI document that lists them."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        return JSONResponse({"error": message.lower() if message == "Not Found" else message, "filename": None},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))  # fmt: skip
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        # The same error shape as every other error, with each problem named by where it is.
+        problems = "; ".join(f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+                             for e in exc.errors()[:5])  # fmt: skip
+        return JSONResponse({"error": f"invalid request: {problems}", "filename": None}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        # The traceback goes to the server's log; the client learns nothing about the server's insides.
+        log.error("error answering %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"error": "internal server error", "filename": None}, status_code=500)
+
+    # add_middleware puts each new one outside the previous: this order is innermost first.
+    app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
+    if api_key:
+        app.add_middleware(ApiKey, key=api_key)
+    if rate_limit > 0:
+        app.add_middleware(RateLimit, per_second=rate_limit)
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, **cors_middleware_options(cors_origins))
+    app.add_middleware(SecurityHeaders)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            _document_guards(doc, api_key=bool(api_key), rate_limited=rate_limit > 0)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+def _document_guards(doc: dict, *, api_key: bool, rate_limited: bool) -> None:
+    """Add the guards' answers (401, 408, 413, 429) to every operation they apply to, in the error shape."""
+    doc.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+        "ErrorBody", schemas.ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    )
+    if api_key:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    for path, operations in doc.get("paths", {}).items():
+        for method, operation in operations.items():
+            if "422" in operation.get("responses", {}) and "HTTPValidationError" in str(operation["responses"]["422"]):
+                operation["responses"]["422"] = {"description": schemas.ERROR_DESCRIPTIONS[422], **ref}
+            protected = not is_open(path)
+            extra = schemas.guard_responses(api_key and protected, rate_limited and protected, method == "post")
+            for status, spec in extra.items():
+                entry = {"description": spec["description"], **ref}
+                if "headers" in spec:
+                    entry["headers"] = spec["headers"]
+                operation.setdefault("responses", {}).setdefault(str(status), entry)
+            if api_key and protected:
+                operation["security"] = [{"bearer": []}]
 
 
 def _description(clf: Classifier) -> str:
@@ -125,14 +223,40 @@ def _description(clf: Classifier) -> str:
     return (f"Image classification with the model `{card.model}` ({card.num_classes} classes: {shown}). "
             f"Upload images of any size and format to `/v1/predict`; each is resized to the model's {s}x{s} "
             "input and answered with its top-k labels and calibrated probabilities. `/v1/models` describes "
-            "the model.")  # fmt: skip
+            "the model. Errors are JSON objects with an `error` message.")  # fmt: skip
 
 
-def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, **kwargs) -> None:
+class ServeError(CifarCnnError):
+    """The server cannot start as asked (an exposed address without an API key...)."""
+
+
+def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = None,
+          insecure: bool = False, rate_limit: float | None = None, cors_origins: tuple[str, ...] = (),
+          header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT,
+          max_connections: int = 1000, **kwargs) -> None:  # fmt: skip
+    """Run the app under uvicorn. Beyond loopback an API key is required (or `insecure=True`, said loudly)."""
     import uvicorn
 
-    app = create_app(model, **kwargs)
+    api_key = api_key or os.environ.get("CIFAR_CNN_API_KEY") or None
+    exposed = not is_loopback(host)
+    if exposed and not api_key and not insecure:
+        raise ServeError(
+            f"--host {host} accepts connections from other machines, so the API needs a key: pass "
+            f"--api-key KEY or set CIFAR_CNN_API_KEY (for example {secrets.token_urlsafe(24)}), "
+            "or --insecure to serve without one")  # fmt: skip
+    if rate_limit is None:
+        rate_limit = EXPOSED_RATE_LIMIT if exposed else 0
+    app = create_app(model, api_key=api_key, rate_limit=rate_limit, cors_origins=cors_origins, **kwargs)
     clf = app.state.classifier
     print(f"Serving {clf.name} ({len(clf.classes)} classes, {clf.input_size}x{clf.input_size} input) "
           f"on http://{host}:{port}  (API docs: /docs)")  # fmt: skip
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    if exposed and not api_key:
+        print(f"WARNING: --insecure: anyone who can reach {host}:{port} can use this API without a key")
+    elif api_key:
+        print("API key required: send 'Authorization: Bearer <key>' (health checks /healthz /readyz stay open)")
+    if rate_limit:
+        print(f"Rate limit: {rate_limit:g} requests/s per client (bursts of {max(1, round(2 * rate_limit))})")
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", server_header=False,
+                            http=deadline_protocol(header_timeout, body_timeout), timeout_keep_alive=5,
+                            limit_concurrency=max_connections)  # fmt: skip
+    uvicorn.Server(config).run()
