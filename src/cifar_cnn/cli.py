@@ -315,7 +315,7 @@ class _PredictionPrinter:
 
 
 def _format_prediction(p) -> str:
-    flag = "  (uncertain: maybe none of these classes)" if p.uncertain else ""
+    flag = f"  (uncertain: {p.reason or 'maybe none of these classes'})" if p.uncertain else ""
     top = ", ".join(f"{label} {score:.1%}" for label, score in p.top_k)
     return f"{p.filename}: {p.label} ({p.score:.1%}){flag}\n    top-{len(p.top_k)}: {top}"
 
