@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--header-timeout", type=float, default=10, help="seconds a client has to send its headers")
     s.add_argument("--body-timeout", type=float, default=60, help="seconds a client has to send a request's body")
     s.add_argument("--max-connections", type=int, default=1000, help="open connections and requests (503 above)")
+    s.add_argument("--studio", action="store_true", help="also serve the studio at /studio: classes, images, one-click "
+                   "training in the browser (writes projects under --workdir)")  # fmt: skip
+    s.add_argument("--workdir", help="the studio's projects folder (default ~/.local/share/cifar-cnn/studio, or "
+                   "$XDG_DATA_HOME/cifar-cnn/studio)")  # fmt: skip
     s.set_defaults(func=cmd_serve)
 
     x = sub.add_parser("export", help="export to ONNX or TorchScript with the preprocessing folded in")
@@ -388,10 +392,18 @@ def cmd_data_check(args) -> int:
 def cmd_serve(args) -> int:
     from cifar_cnn.serve import serve
 
+    studio_dir = None
+    if args.studio:
+        from cifar_cnn.studio import default_workdir
+
+        studio_dir = Path(args.workdir).expanduser() if args.workdir else default_workdir()
+        print(f"Studio: http://{args.host}:{args.port}/studio (projects in {studio_dir})")
+    elif args.workdir:
+        raise CifarCnnError("--workdir is the studio's folder: add --studio to serve the studio")
     serve(args.model, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 2**20),
           max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, api_key=args.api_key, insecure=args.insecure,
           rate_limit=args.rate_limit, cors_origins=tuple(args.cors_origin), header_timeout=args.header_timeout,
-          body_timeout=args.body_timeout, max_connections=args.max_connections)  # fmt: skip
+          body_timeout=args.body_timeout, max_connections=args.max_connections, studio_dir=studio_dir)  # fmt: skip
     return 0
 
 

@@ -134,6 +134,7 @@ class Run:
     state: dict = field(default_factory=lambda: {"epoch": 0, "step": 0, "history": [], "train_seconds": 0.0})
     first_epoch: int = 0
     runlog: RunLog | None = None  # TensorBoard events in out_dir (rank 0 only)
+    on_epoch: Callable[[dict], None] | None = None  # told of each finished epoch; may raise to stop the run
 
 
 def train(
@@ -154,6 +155,7 @@ def train(
     progress: bool = True,
     compile: bool = False,
     tensorboard: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
     **overrides,
 ) -> TrainResult:
     """Train a recipe on CIFAR-10 or on your own images, then evaluate and calibrate it.
@@ -174,6 +176,9 @@ def train(
             GPU runs; on CPU it needs a C++ compiler).
         tensorboard: write TensorBoard event files into `out_dir` (see `runlog.py`); a failure
             to write them warns once and never stops training.
+        on_epoch: called after each epoch (and its checkpoint) with that epoch's stats plus
+            `epochs`, the run's total: live progress for the studio; an exception it raises stops
+            the run there (a cancel), the checkpoint keeping that epoch.
         overrides: recipe fields to change, e.g. epochs=2.
 
     Raises:
@@ -182,7 +187,7 @@ def train(
     run = prepare(recipe, data=data, model=model, init=init, out_dir=out_dir, seed=seed, resume=resume,
                   device=device, image_size=image_size, val_fraction=val_fraction, class_weights=class_weights,
                   train_subset=train_subset, test_subset=test_subset, progress=progress, compile=compile,
-                  tensorboard=tensorboard, **overrides)  # fmt: skip
+                  tensorboard=tensorboard, on_epoch=on_epoch, **overrides)  # fmt: skip
     try:
         fit(run)
         return finalize(run)
@@ -209,7 +214,7 @@ def load_data(data, recipe: Recipe, *, image_size: int = 32, val_fraction: float
 
 def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, seed=0, resume=False, device=None,
             image_size=32, val_fraction=0.2, class_weights=False, train_subset=None, test_subset=None,
-            progress=True, compile=False, tensorboard=True, **overrides) -> Run:  # fmt: skip
+            progress=True, compile=False, tensorboard=True, on_epoch=None, **overrides) -> Run:  # fmt: skip
     """Data, model, transfer, schedule, optimizers and (with `resume`) the saved state."""
     registered = getattr(model, "model_name", None) if model is not None else None
     custom = model is not None and registered not in list_models()  # else a registry model the user built
@@ -271,7 +276,8 @@ def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, se
               init=init_source, batches=batches, opts=opts, generator=torch.Generator().manual_seed(seed),
               total_steps=total_steps, inputs=inputs, class_weight=weight,
               checkpoint=out / CHECKPOINT_NAME if out else None, out_dir=out, log=log, progress=progress,
-              custom=custom, model_kwargs={} if model is not None else model_kwargs, started=started)  # fmt: skip
+              custom=custom, model_kwargs={} if model is not None else model_kwargs, started=started,
+              on_epoch=on_epoch)  # fmt: skip
     if resume:
         _resume(run)
     if tensorboard:
@@ -320,6 +326,8 @@ def fit(run: Run) -> None:
         if run.checkpoint and run.ctx.is_main:
             _save_checkpoint(run)
         distributed.barrier(run.ctx)
+        if run.on_epoch:
+            run.on_epoch({**stats, "epochs": n_epochs})
     distributed.sync_buffers(run.model, run.ctx)
 
 

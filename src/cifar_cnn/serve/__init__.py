@@ -11,6 +11,7 @@ GET  /healthz     the process is up;  GET /readyz: the model is loaded
 /v2/...           the Open Inference Protocol (KServe v2, Triton's HTTP API), in oip.py: GET /v2,
                   /v2/health/live, /v2/health/ready, /v2/models/{model_name}[/ready]; POST .../infer
 GET  /docs        OpenAPI docs (Swagger UI served from this server: works offline)
+/studio...        with `studio_dir` (`serve --studio`): make a classifier in the browser, in serve/studio.py
 
 Safe to expose (guards.py, timeouts.py): bodies capped as they stream, read deadlines for slow clients,
 security headers and a Content-Security-Policy, an API key required beyond loopback, a per-client rate
@@ -71,11 +72,13 @@ def create_app(
     api_key: str | None = None,
     rate_limit: float = 0,
     cors_origins: tuple[str, ...] | list[str] = (),
+    studio_dir: str | Path | None = None,
 ):
     """Build the app. `model`: a Classifier, a model path, or None for the bundled model.
 
     `api_key`: require `Authorization: Bearer KEY` on every route but health checks, the page and the docs.
     `rate_limit`: requests per second per client address (0: none). `cors_origins`: origins allowed by CORS.
+    `studio_dir`: serve the studio (page /studio, API /studio/api) over the projects in this folder; None: off.
     """
     clf = model if isinstance(model, Classifier) else load(model)
     batcher = MicroBatcher(clf.predict_proba, max_batch=max_batch, max_wait_ms=max_wait_ms)
@@ -148,6 +151,12 @@ def create_app(
         return [r.to_dict() for r in results]
 
     app.include_router(v2_router(clf, batcher, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels))
+    if studio_dir is not None:  # off unless asked for: it writes files (serve/studio.py)
+        from cifar_cnn.serve.studio import studio_router
+
+        router = studio_router(studio_dir, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels)
+        app.include_router(router)
+        app.state.studio = router.studio
     return app
 
 

@@ -26,7 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 # Paths a load balancer or orchestrator polls, open even with an API key and never rate limited.
 HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 # The page, its assets and the API docs hold no data; the page asks for the key when the API needs one.
-PUBLIC_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/favicon.ico"})
+# The studio's page (/studio) is public too; its API (/studio/api/...) writes files and needs the key.
+PUBLIC_PATHS = frozenset({"/", "/studio", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/", "/static-offline-docs/")
 
 # The page and its scripts come from this server only; images shown are the user's own (blob:) or data: URLs.
