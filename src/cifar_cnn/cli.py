@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--workers", type=int, help="decoding processes (default: one per core)")
     pr.add_argument("--batch-size", type=int, default=256, help="images per model call (default 256)")
     pr.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    pr.add_argument("--explain", nargs="?", const="explanations", metavar="DIR",
+                    help="also write, per image, DIR/<name>.why.png: the picture with a heatmap of where the model "
+                    "found its answer (LayerCAM; default DIR: ./explanations)")  # fmt: skip
     pr.set_defaults(func=cmd_predict)
 
     b = sub.add_parser("bench", help="time-to-accuracy benchmark over seeds; writes bench/results/*.json and .md")
@@ -275,11 +278,15 @@ def cmd_predict(args) -> int:
     model_path = args.model
     if model_path is None and len(inputs) > 1 and _looks_like_model(inputs[0]):
         model_path = inputs.pop(0)
+    if args.out and args.explain:
+        raise CifarCnnError("--explain writes a picture per image; use it without --out (for many files, on a few)")
     if args.out:  # a bad --out fails now, before the model is loaded
         PredictionFile.check(args.out, resume=args.resume, overwrite=args.overwrite)
     elif args.resume or args.overwrite:
         raise CifarCnnError("--resume and --overwrite apply to an --out file")
     clf = load(model_path)
+    if args.explain:
+        return _predict_and_explain(clf, inputs, args)
     progress = bool(args.out) and not args.quiet and sys.stderr.isatty()
     try:
         summary = predict_folder(
@@ -296,6 +303,48 @@ def cmd_predict(args) -> int:
     elif summary.subfolders:
         print(f"note: {summary.subfolders} subfolder(s) not entered: add --recursive", file=sys.stderr)
     return 1 if summary.errors or summary.errors_before else 0
+
+
+def _predict_and_explain(clf, inputs: list[str], args) -> int:
+    """`predict --explain`: each image predicted, printed, and its explanation written to
+    args.explain/<stem>.why.png (numbered when two images share a name)."""
+    from cifar_cnn.bulk import BulkSummary, walk
+    from cifar_cnn.errors import ImageError
+
+    out = Path(args.explain)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CifarCnnError(f"--explain: cannot create folder {out} ({exc.strerror or exc})") from exc
+    printer, summary, used, errors, count = _PredictionPrinter(args.json), BulkSummary(), set(), 0, 0
+    for path in walk(inputs, args.recursive, summary):
+        count += 1
+        try:
+            why = clf.explain(path)
+        except ImageError as exc:
+            printer.write(path, exc)
+            errors += 1
+            continue
+        why.prediction.top_k = why.prediction.top_k[: max(1, args.top_k)]
+        stem, n = Path(path).stem, 1
+        target = out / f"{stem}.why.png"
+        while target in used:  # same name from another folder: number it (a rerun overwrites its own)
+            n += 1
+            target = out / f"{stem}-{n}.why.png"
+        used.add(target)
+        try:
+            why.save(target)
+        except OSError as exc:
+            raise CifarCnnError(f"--explain: cannot write {target} ({exc.strerror or exc})") from exc
+        if args.json:
+            print(json.dumps(why.prediction.to_dict() | {"explanation": str(target)}))
+        else:
+            print(f"{_format_prediction(why.prediction)}\n    why: {target}")
+    if count == 0:
+        raise CifarCnnError(f"no images found in {', '.join(inputs)}")
+    if summary.subfolders:
+        print(f"note: {summary.subfolders} subfolder(s) not entered: add --recursive", file=sys.stderr)
+    return 1 if errors else 0
 
 
 class _PredictionPrinter:

@@ -127,6 +127,7 @@ class Classifier:
         # detector's verdict without a second array passed around.
         self._memo: OrderedDict[bytes, float] = OrderedDict()
         self._memo_lock = threading.Lock()
+        self._explain_model: nn.Module | None = None  # explain's private copy (explain._model_copy)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str | None = None) -> Classifier:
@@ -272,6 +273,13 @@ class Classifier:
                 pred.filename = str(paths[i])
                 out[i] = pred
         return out
+
+    def explain(self, source: ImageInput, target: str | None = None, **limits):
+        """Where in the picture the model found `target` (default: the predicted class): an
+        `explain.Explanation` with the prediction, a heatmap and `.overlay()`/`.save(path)`."""
+        from cifar_cnn.explain import explain
+
+        return explain(self, source, target, **limits)
 
     def to_predictions(self, probs: np.ndarray, top_k: int, novelty: np.ndarray | None = None) -> list[Prediction]:
         """Predictions from calibrated probabilities (N, classes) and, when the model has a

@@ -20,20 +20,25 @@ MAX_HEADER_CLASSES = 30  # the header lists at most this many class names, then 
 _SHOWN_PIXELS = 512  # the uploaded image is drawn from a thumbnail this big: a 50 MP photo plots fast
 
 
-def prediction_figure(original, model_input, prediction: Prediction, title: str = ""):
+def prediction_figure(original, model_input, prediction: Prediction, title: str = "", explanation=None):
     """A matplotlib `Figure` (not attached to pyplot): the original, the model's S x S input
-    enlarged, and the top-k bars."""
+    enlarged, with an `explain.Explanation` where the model found its answer, and the top-k bars."""
     from matplotlib.figure import Figure
 
     size = model_input.shape[0]
-    fig = Figure(figsize=(10, 3))
-    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.6]})
+    pictures = 3 if explanation is not None else 2
+    fig = Figure(figsize=(10 + 3 * (pictures - 2), 3))
+    axes = fig.subplots(1, pictures + 1, gridspec_kw={"width_ratios": [1] * pictures + [1.6]})
     axes[0].imshow(original)
     axes[0].set_title("uploaded", fontsize=9)
     axes[1].imshow(model_input, interpolation="nearest")  # nearest: show the model's real pixels
     axes[1].set_title(f"as the model sees it ({size}x{size})", fontsize=9)
-    for ax in axes[:2]:
+    if explanation is not None:
+        axes[2].imshow(explanation.overlay())
+        axes[2].set_title(f"where it found {_short(explanation.target, 16)} (red: most)", fontsize=9)
+    for ax in axes[:pictures]:
         ax.axis("off")
+    axes = [*axes[:2], axes[-1]]
     labels = [_short(label) for label, _ in prediction.top_k][::-1]
     scores = [score for _, score in prediction.top_k][::-1]
     colors = ["#b45309" if prediction.uncertain else "#2563eb"] * len(scores)
@@ -83,9 +88,10 @@ def header_html(clf: Classifier) -> str:
             f"{card.num_classes} classes: {names}")  # fmt: skip
 
 
-def classifier_widget(model: Classifier | str | None = None, top_k: int = 5):
+def classifier_widget(model: Classifier | str | None = None, top_k: int = 5, explain: bool = False):
     """A VBox with a FileUpload (images, several at once) and an Output showing, for each
-    upload, the image, the model's own S x S view and the top-k probabilities.
+    upload, the image, the model's own S x S view and the top-k probabilities; with the
+    "Show why" box ticked (`explain=True` ticks it), also where the model found its answer.
 
     `box.results` collects `Prediction.to_dict()` of every image classified, in order."""
     import ipywidgets as widgets
@@ -95,6 +101,8 @@ def classifier_widget(model: Classifier | str | None = None, top_k: int = 5):
     upload = widgets.FileUpload(accept="image/*", multiple=True, description="Upload images")
     output = widgets.Output()
     clear = widgets.Button(description="Clear", icon="trash")
+    why = widgets.Checkbox(value=explain, description="Show why", indent=False,
+                           tooltip="a heatmap of where in the picture the model found its answer")  # fmt: skip
     header = widgets.HTML(header_html(clf))
     results: list[dict] = []
 
@@ -110,7 +118,8 @@ def classifier_widget(model: Classifier | str | None = None, top_k: int = 5):
             except ImageError as exc:
                 output.append_stdout(f"Could not read {name}: {exc}\n")
                 continue
-            fig = prediction_figure(_thumbnail(original), small, prediction, title=name)
+            explanation = clf.explain(data, prediction.label, name=name) if why.value else None
+            fig = prediction_figure(_thumbnail(original), small, prediction, title=name, explanation=explanation)
             output.append_display_data(Image(data=figure_png(fig)))
             results.append(prediction.to_dict())
 
@@ -120,8 +129,8 @@ def classifier_widget(model: Classifier | str | None = None, top_k: int = 5):
 
     upload.observe(on_upload, names="value")
     clear.on_click(on_clear)
-    box = widgets.VBox([header, widgets.HBox([upload, clear]), output])
-    box.upload, box.output, box.classifier, box.results = upload, output, clf, results
+    box = widgets.VBox([header, widgets.HBox([upload, clear, why]), output])
+    box.upload, box.output, box.classifier, box.results, box.why = upload, output, clf, results, why
     return box
 
 

@@ -119,6 +119,7 @@ class AirbenchNet(nn.Module):
         name="fast",
         description="airbench94 net: whitening stem, 3 conv groups 64/256/256, BN+GELU, 1.97M params",
         default_recipe="fast",
+        cam_layer="layers.2",  # the second conv group: 7x7 maps at 32 px (the last is 3x3)
     )
 )
 def fast(num_classes: int = 10, input_size: int = 32, bn_eps: float = 1e-12) -> nn.Module:
@@ -130,6 +131,7 @@ def fast(num_classes: int = 10, input_size: int = 32, bn_eps: float = 1e-12) -> 
         name="large",
         description="airbench96 net: 3 residual groups of 3 convs, 128/384/512, for accuracy over speed",
         default_recipe="large",
+        cam_layer="layers.2",  # the second conv group: 7x7 maps at 32 px (the last is 3x3)
     )
 )
 def large(num_classes: int = 10, input_size: int = 32, bn_eps: float = 1e-12) -> nn.Module:
@@ -141,6 +143,7 @@ def large(num_classes: int = 10, input_size: int = 32, bn_eps: float = 1e-12) ->
         name="medium",
         description="airbench95 net: 3 conv groups 128/384/384, 2.6x the FLOPs of fast per image",
         default_recipe="medium",
+        cam_layer="layers.2",  # the second conv group: 7x7 maps at 32 px (the last is 3x3)
     )
 )
 def medium(num_classes: int = 10, input_size: int = 32, bn_eps: float = 1e-12) -> nn.Module:

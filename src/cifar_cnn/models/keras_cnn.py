@@ -21,6 +21,7 @@ from cifar_cnn.models.registry import ModelConfig, register_model
         name="keras_cnn",
         description="Keras-tutorial CNN: 2x(conv-conv-pool-dropout) 32/64 filters, dense 512, 1.25M params",
         default_recipe="keras_cnn",
+        cam_layer="9",  # the last conv's ReLU, 13x13 at 32 px, before the pooling
     )
 )
 def keras_cnn(num_classes: int = 10, input_size: int = 32) -> nn.Module:

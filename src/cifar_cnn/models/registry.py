@@ -21,6 +21,9 @@ class ModelConfig:
     input_size: tuple[int, int, int] = (3, INPUT_SIZE, INPUT_SIZE)
     default_recipe: str = ""
     kwargs: dict = field(default_factory=dict)
+    # The layer whose feature maps `explain` weights (Grad-CAM): fine enough to point at an object
+    # in the input, late enough to know the classes. "" lets explain find the last 4-D layer.
+    cam_layer: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)

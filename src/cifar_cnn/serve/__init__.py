@@ -6,6 +6,8 @@ Works for any model: CIFAR-10's or one trained on your own folder (its own class
 GET  /            the page: drop, pick or paste images, see top-k bars (the model's classes)
 POST /v1/predict  multipart images -> [{"filename", "label", "score", "predictions": [{"label", "score"}],
                   "uncertain"}]: one `Prediction.to_dict()` per image
+POST /v1/explain  one image (`file`, optional `?target=class`) -> the prediction plus "explanation": a PNG
+                  data URL of the picture with a heatmap of where the model found its class (explain.py)
 GET  /v1/models   name, classes, accuracy, input size
 GET  /healthz     the process is up;  GET /readyz: the model is loaded
 /v2/...           the Open Inference Protocol (KServe v2, Triton's HTTP API), in oip.py: GET /v2,
@@ -21,6 +23,7 @@ limit, CORS only for listed origins, and errors that never show a stack trace or
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import secrets
@@ -149,6 +152,27 @@ def create_app(
         for f, r in zip(files, results, strict=True):
             r.filename = f.filename
         return [r.to_dict() for r in results]
+
+    @app.post("/v1/explain", response_model=schemas.ExplanationBody,
+              responses=schemas.error_responses(413, 415, 422))  # fmt: skip
+    async def explain(file: UploadFile, target: str | None = Query(None, max_length=200)):
+        data = await file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            return error(413, f"{file.filename}: over the {max_upload_bytes // 2**20} MiB upload limit", file.filename)
+        if target is not None and target not in clf.classes:
+            return error(422, f"unknown class {target!r}; this model's classes: {', '.join(clf.classes)}")
+        try:
+            why = await run_in_threadpool(clf.explain, data, target, name=file.filename, max_pixels=max_pixels)
+        except ImageError as exc:
+            return error(STATUS_FOR.get(exc.kind, 422), str(exc), file.filename)
+        except CifarCnnError as exc:  # a model explain cannot read (a torch.export program)
+            return error(422, str(exc), file.filename)
+        png = await run_in_threadpool(why.to_png)
+        why.prediction.filename = file.filename
+        return why.prediction.to_dict() | {
+            "target": why.target,
+            "explanation": "data:image/png;base64," + base64.b64encode(png).decode(),
+        }
 
     app.include_router(v2_router(clf, batcher, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels))
     if studio_dir is not None:  # off unless asked for: it writes files (serve/studio.py)

@@ -37,6 +37,14 @@ class PredictionBody(BaseModel):
                                '(unlike every training image) or "torn between X and Y"; null when certain')  # fmt: skip
 
 
+class ExplanationBody(PredictionBody):
+    """`POST /v1/explain`: the prediction, and where in the picture the model found `target`."""
+
+    target: str = Field(description="the class explained: the predicted one unless `target` was asked for")
+    explanation: str = Field(description="PNG data URL: the picture (at most 512 px) with the heatmap over it; "
+                             "outside the central square the model sees, greyed")  # fmt: skip
+
+
 class ModelInfo(BaseModel):
     name: str
     classes: list[str]

@@ -60,6 +60,7 @@ async function classify(file) {
     const body = await response.json();
     if (!response.ok) throw new Error(body.error || response.statusText);
     show(result, body[0]);
+    addWhy(card, img, url, file);
   } catch (err) {
     result.querySelector(".top").textContent = "";
     result.append(el("div", "error", "Could not classify: " + err.message));
@@ -84,6 +85,35 @@ function show(result, prediction) {
     result.append(row);
   }
   result.closest(".card").classList.add("done");
+}
+
+// "Why?": the picture with a heatmap of where the model found its answer (POST /v1/explain),
+// in place of the thumbnail; pressed again, the plain picture comes back.
+function addWhy(card, img, url, file) {
+  const button = el("button", "why", "Why?"); button.type = "button";
+  button.title = "show where in the picture the model found its answer";
+  let overlay = null;
+  button.addEventListener("click", async () => {
+    if (overlay && img.src === overlay) { img.src = url; button.textContent = "Why?"; card.classList.remove("explained"); return; }
+    if (!overlay) {
+      button.disabled = true; button.textContent = "looking...";
+      const form = new FormData(); form.append("file", file, file.name || "pasted.png");
+      try {
+        const response = await api("/v1/explain", { method: "POST", body: form });
+        const body = await response.json();
+        if (!response.ok) throw new Error(body.error || response.statusText);
+        overlay = body.explanation;
+      } catch (err) {
+        button.disabled = false; button.textContent = "Why?";
+        card.querySelector(".result").append(el("div", "error", "Could not explain: " + err.message));
+        return;
+      }
+      button.disabled = false;
+    }
+    img.src = overlay; img.alt = "where the model looked (red: most)"; button.textContent = "Hide why";
+    card.classList.add("explained");
+  });
+  card.querySelector(".result").append(button);
 }
 
 function handle(files) { for (const f of files) classify(f); }
