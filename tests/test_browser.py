@@ -66,6 +66,32 @@ def test_page_classifies_an_upload(server, browser, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
 
 
+PHOTO = Path(__file__).parent / "data" / "chelsea.jpg"  # Chelsea the cat, CC0 (Stefan van der Walt, via scikit-image)
+
+
+def test_default_model_on_a_real_photo_and_why(browser):
+    """The bundled default model on a real photo: "cat", then "Why?" puts the heatmap in place of the
+    thumbnail (a data: image, allowed by the page's CSP). The screenshot is the README's."""
+    with running_server("fast") as url:
+        page = browser.new_page(viewport={"width": 760, "height": 560})
+        refused = []
+        page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+        page.goto(url)
+        expect(page.locator("#model")).to_contain_text("fast")
+        page.set_input_files("#file", [str(PHOTO)])
+        card = page.locator(".card.done").first
+        expect(card.locator(".top")).to_contain_text("cat", timeout=30000)
+        card.locator("button.why").click()
+        expect(card).to_have_class("card done explained", timeout=30000)
+        assert card.locator("img").get_attribute("src").startswith("data:image/png;base64,")
+        expect(card.locator("button.why")).to_have_text("Hide why")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "serve-page-photo.png"), full_page=True)
+        card.locator("button.why").click()  # and back to the photo
+        assert card.locator("img").get_attribute("src").startswith("blob:")
+        assert not refused, refused
+
+
 def test_page_asks_for_the_api_key_and_obeys_its_csp(model_file, browser, tmp_path):
     image = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(image)

@@ -105,3 +105,45 @@ def test_widget_figure_says_the_real_input_size(folder_model_64, own_folder):
     fig = prediction_figure(original, small, prediction)
     assert fig.axes[1].get_title() == "as the model sees it (64x64)"
     assert [t.get_text() for t in fig.axes[2].get_yticklabels()] == [label for label, _ in prediction.top_k][::-1]
+
+
+WHY_WIDGET_CODE = r"""
+import base64, datetime, io, json
+from PIL import Image
+import cifar_cnn
+from cifar_cnn.widgets import classifier_widget
+
+widget = classifier_widget(cifar_cnn.load({model!r}))
+data = open({image!r}, "rb").read()
+def upload(name):
+    widget.upload.value = ({{"name": name, "type": "image/png", "size": len(data), "content": memoryview(data),
+                            "last_modified": datetime.datetime.now(datetime.timezone.utc)}},)
+upload("plain.png")
+widget.why.value = True  # the "Show why" box, ticked as a user would
+upload("why.png")
+sizes = [Image.open(io.BytesIO(base64.b64decode(o["data"]["image/png"]))).size for o in widget.output.outputs]
+print(json.dumps({{"sizes": sizes, "labels": [r["label"] for r in widget.results]}}))
+"""
+
+
+def test_widget_shows_why_when_asked(folder_model, own_folder, tmp_path):
+    """Ticking "Show why" adds the heatmap panel: the second figure is wider than the first."""
+    code = WHY_WIDGET_CODE.format(model=str(folder_model), image=str(own_folder / "red" / "4.png"))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    run(nb, tmp_path, timeout=300)
+    result = json.loads(nb.cells[0].outputs[-1]["text"].strip().splitlines()[-1])
+    (plain_w, plain_h), (why_w, why_h) = result["sizes"]
+    assert why_h == plain_h and why_w > plain_w * 1.2, result
+    assert result["labels"][0] == result["labels"][1]
+
+
+def test_widget_figure_with_explanation(folder_model, own_folder):
+    from cifar_cnn.predict import load
+    from cifar_cnn.widgets import predict_upload, prediction_figure
+
+    clf = load(folder_model)
+    data = (own_folder / "grün" / "2.png").read_bytes()
+    original, small, prediction = predict_upload(clf, data, "g.png")
+    fig = prediction_figure(original, small, prediction, explanation=clf.explain(data, prediction.label))
+    assert fig.axes[2].get_title().startswith(f"where it found {prediction.label}")
+    assert [t.get_text() for t in fig.axes[3].get_yticklabels()] == [label for label, _ in prediction.top_k][::-1]

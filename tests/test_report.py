@@ -83,12 +83,30 @@ def test_report_numbers_match_direct_computation(model_file, tmp_path):
     tp = confusion[cat, cat]
     assert summary["per_class"]["cat"]["recall"] == pytest.approx(tp / max(confusion[cat].sum(), 1))
     assert summary["ece_after"] == pytest.approx(expected_calibration_error(probs, labels.ravel()))
-    for name in ("confusion_matrix", "worst_mistakes", "correct_per_class", "reliability", "training_curves", "ood"):
+    for name in ("confusion_matrix", "worst_mistakes", "correct_per_class", "reliability", "training_curves", "ood",
+                 "mistakes_why"):  # fmt: skip
         png = tmp_path / "r" / f"{name}.png"
         assert png.is_file() and Image.open(png).size[0] > 200
+    # trained models carry a novelty detector: the report's AUROC is the flag's own score
+    assert summary["ood_score"] == "novelty detector (combined)"
     page = report.html_path.read_text()
     assert "data:image/png;base64," in page and f"{summary['accuracy']:.2%}" in page
     assert "AUROC" in report.text()
+
+
+@pytest.mark.parametrize("detector", [True, False])
+def test_report_flag_rates_are_the_predictions_own(detector, tmp_path):
+    """The report's "uncertain" rates are those `predict` gives, with the model's detector or without one."""
+    clf = load("fast")
+    if not detector:
+        clf.detector = None  # a file from before detectors: the calibrated top probability alone
+    images = np.random.default_rng(1).integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
+    labels = clf.predict_proba(images).argmax(1)
+    build_report(clf, images, labels, tmp_path / "r", ood=True)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["ood_score"] == ("novelty detector (combined)" if detector else "calibrated top probability")
+    flagged = np.mean([p.uncertain for p in clf.predict(list(images))])
+    assert summary["uncertain_rate_in"] == pytest.approx(flagged)
 
 
 def make_folder(root, files: dict[str, list[tuple[str, bytes | None]]]):

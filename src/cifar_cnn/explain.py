@@ -160,6 +160,16 @@ def explain(clf: Classifier, source: ImageInput, target: str | None = None, **li
     return Explanation(prediction, target, heatmap, picture, box, layer)
 
 
+def overlay_small(clf: Classifier, image: np.ndarray, class_index: int, layer: str, side: int = 128) -> Image.Image:
+    """The overlay for a uint8 (S, S, 3) image already at the model's size (the report's grids),
+    enlarged to `side` px so the colours can be seen."""
+    heat = class_heatmap(clf, image, class_index, layer)
+    picture = Image.fromarray(image).resize((side, side), Image.Resampling.NEAREST)
+    heatmap, box = _onto_picture(heat, picture.size)
+    prediction = clf.to_predictions(clf.predict_proba(image[None]), top_k=1)[0]
+    return Explanation(prediction, clf.classes[class_index], heatmap, picture, box, layer).overlay()
+
+
 def _onto_picture(heat: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The (S, S) heatmap of the central square, resized into a (H, W) picture of `size` (W, H),
     0 elsewhere; with the square's box."""

@@ -4,7 +4,8 @@ self-contained HTML page (figures embedded), plus a short text summary.
 Works for any model: its class names, number of classes (2 to 1000) and input size come from
 its card. Accuracy with a 95% Wilson interval; per-class precision, recall and F1, and a per-class
 recall chart (to see, say, what class weights did for rare classes); confusion heatmap and the
-most confused pairs; grids of the worst mistakes and of correct predictions per class; training
+most confused pairs; grids of the worst mistakes (the first 8 also with heatmaps of where the
+model found the class it said and the true one, explain.py) and of correct predictions per class; training
 curves from the model's saved history; calibration (ECE, reliability diagrams before and after
 the stored temperature); and how well the uncertainty score tells the evaluation images from
 unrelated ones (AUROC on the offline set of `ood.py`, made at the model's input size); and, when
@@ -149,21 +150,17 @@ def build_report(clf: Classifier, images: np.ndarray, labels: np.ndarray, out_di
         "confusion": _confusion_figure(metrics.confusion, names, out / "confusion_matrix.png"),
         "recall": _recall_figure(scores, names, class_weights, out / "per_class_recall.png"),
         "mistakes": _mistakes_figure(images, labels, calibrated, names, out / "worst_mistakes.png"),
+        "mistakes_explained": _explained_mistakes_figure(clf, images, labels, calibrated, out / "mistakes_why.png"),
         "correct": _correct_figure(images, labels, calibrated, names, out / "correct_per_class.png"),
         "calibration": _reliability_figure(raw, calibrated, labels, clf.temperature, out / "reliability.png"),
     }
+    figures = {k: v for k, v in figures.items() if v is not None}
     history = clf.card.history or []
     if history:
         figures["curves"] = _curves_figure(history, out / "training_curves.png")
     if ood:
-        others = out_of_distribution_set(size=clf.input_size)
-        ood_probs = clf.predict_proba(others, tta=tta)
-        in_conf, out_conf = calibrated.max(1), ood_probs.max(1)
-        summary.update({"ood_auroc": auroc(in_conf, out_conf), "ood_n": len(others),
-                        "uncertain_rate_in": float((in_conf < clf.uncertain_threshold).mean()),
-                        "uncertain_rate_ood": float((out_conf < clf.uncertain_threshold).mean())})  # fmt: skip
-        figures["ood"] = _ood_figure(in_conf, out_conf, clf.uncertain_threshold, summary["ood_auroc"], dataset,
-                                     out / "ood.png")  # fmt: skip
+        summary_ood, figures["ood"] = _none_of_these(clf, images, calibrated, tta, dataset, out / "ood.png")
+        summary.update(summary_ood)
     if robustness is not None:
         summary["robustness"] = robustness.to_dict()
         figures["robustness"] = _robustness_figure(robustness, out / "robustness.png")
@@ -273,6 +270,41 @@ def _mistakes_figure(images, labels, probs, names, path: Path, k: int = 32) -> P
     return _image_grid(items, path, "Most confident mistakes" if items else "Most confident mistakes: no mistakes")
 
 
+def _explained_mistakes_figure(clf: Classifier, images, labels, probs, path: Path, k: int = 8) -> Path | None:
+    """The `k` most confident mistakes, each as the picture, where the model found the class it
+    said, and where it found the true one (explain.py). None for a model explain cannot read."""
+    from cifar_cnn.explain import ExplainError, cam_layer_name, overlay_small
+
+    try:
+        layer = cam_layer_name(clf)
+    except ExplainError:
+        return None
+    names, predicted = clf.classes, probs.argmax(1)
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(-probs[wrong, predicted[wrong]])][:k]
+    pairs = 2  # mistakes per row, 3 pictures each
+    rows = max(1, math.ceil(len(worst) / pairs))
+    fig = Figure(figsize=(pairs * 3 * 1.6, rows * 1.9))
+    axes = fig.subplots(rows, pairs * 3, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for n, i in enumerate(worst):
+        row, col = divmod(n, pairs)
+        said, true = int(predicted[i]), int(labels[i])
+        panels = [(images[i], f"true {_short(names[true], 14)}", "black"),
+                  (overlay_small(clf, images[i], said, layer), f"said {_short(names[said], 12)} {probs[i, said]:.0%}", "darkred"),
+                  (overlay_small(clf, images[i], true, layer), f"where {_short(names[true], 12)} is", "darkgreen")]  # fmt: skip
+        for ax, (picture, caption, color) in zip(axes[row, col * 3 : col * 3 + 3], panels, strict=True):
+            ax.imshow(picture, interpolation="nearest" if picture is images[i] else "bilinear")
+            ax.set_title(caption, fontsize=7, color=color)
+    if not len(worst):
+        axes.flat[0].text(0, 0.5, "none", fontsize=12)
+    fig.suptitle("Why the worst mistakes: where the model found the class it said, and the true class (red: most)",
+                 fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _correct_figure(images, labels, probs, names, path: Path, per_class: int = 6) -> Path:
     """One row per class (the first MAX_GRID_CLASSES), up to `per_class` correct predictions each."""
     predicted = probs.argmax(1)
@@ -335,15 +367,41 @@ def _curves_figure(history: list[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _ood_figure(in_conf, out_conf, threshold: float, score: float, dataset: str, path: Path) -> Path:
+def _none_of_these(clf: Classifier, images, calibrated, tta, dataset: str, path: Path) -> tuple[dict, Path]:
+    """How well the model's own "none of these" score tells the evaluation images from unrelated
+    ones (ood.py's offline set): the novelty detector stored in the model file where it has one
+    (novelty.py), else the calibrated top probability; and how often the flag fires on each."""
+    others = out_of_distribution_set(size=clf.input_size)
+    ood_logits, ood_novelty = clf.logits_and_novelty(others, tta)
+    ood_probs = torch.softmax(ood_logits / clf.temperature, 1).numpy()
+    if ood_novelty is not None:
+        _, in_novelty = clf.logits_and_novelty(images, tta)
+        in_score, out_score, threshold = -in_novelty, -ood_novelty, -clf.detector.threshold
+        score_name = f"novelty detector ({clf.detector.score})"
+    else:
+        in_novelty, in_score, out_score = None, calibrated.max(1), ood_probs.max(1)
+        threshold, score_name = clf.uncertain_threshold, "calibrated top probability"
+    flagged_in = [p.uncertain for p in clf.to_predictions(calibrated, 1, in_novelty)]
+    flagged_out = [p.uncertain for p in clf.to_predictions(ood_probs, 1, ood_novelty)]
+    summary = {"ood_auroc": auroc(in_score, out_score), "ood_n": len(others), "ood_score": score_name,
+               "uncertain_rate_in": float(np.mean(flagged_in)) if flagged_in else 0.0,
+               "uncertain_rate_ood": float(np.mean(flagged_out))}  # fmt: skip
+    figure = _ood_figure(in_score, out_score, threshold, summary["ood_auroc"], dataset, score_name, path)
+    return summary, figure
+
+
+def _ood_figure(in_score, out_score, threshold: float, auc: float, dataset: str, score_name: str, path: Path) -> Path:
+    """Histograms of the score (higher: more like the training images) with the flag's threshold."""
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    bins = np.linspace(0, 1, 41)
-    ax.hist(in_conf, bins=bins, alpha=0.6, density=True, label=_short(dataset, 40))
-    ax.hist(out_conf, bins=bins, alpha=0.6, density=True, label="unrelated images (offline set)")
-    ax.axvline(threshold, color="black", linestyle="--", label=f"uncertain below {threshold:.2f}")
-    ax.set_xlabel("calibrated top probability")
-    ax.set_title(f"None of these? AUROC {score:.3f}")
+    both = np.concatenate([in_score, out_score, [threshold]])
+    lo, hi = np.quantile(both, [0.005, 0.995]) if score_name.startswith("novelty") else (0.0, 1.0)
+    bins = np.linspace(lo, hi, 41)
+    ax.hist(np.clip(in_score, lo, hi), bins=bins, alpha=0.6, density=True, label=_short(dataset, 40))
+    ax.hist(np.clip(out_score, lo, hi), bins=bins, alpha=0.6, density=True, label="unrelated images (offline set)")
+    ax.axvline(threshold, color="black", linestyle="--", label="flagged below this")
+    ax.set_xlabel(score_name + (": minus the novelty score" if score_name.startswith("novelty") else ""))
+    ax.set_title(f"None of these? AUROC {auc:.3f}")
     ax.legend()
     return _save(fig, path)
 
@@ -367,9 +425,9 @@ def _write_html(report: Report, path: Path) -> Path:
         for k, f in report.figures.items()
     )
     ood = (f"<p>None of these: AUROC <b>{s['ood_auroc']:.3f}</b> separating the {s['n']} evaluation images from "
-           f"{s['ood_n']} unrelated images; the uncertain flag (calibrated top probability below "
-           f"{s['uncertain_threshold']:.2f}) fires on {s['uncertain_rate_in']:.1%} of the former and "
-           f"{s['uncertain_rate_ood']:.1%} of the latter.</p>") if "ood_auroc" in s else ""  # fmt: skip
+           f"{s['ood_n']} unrelated images by the {html.escape(s['ood_score'])}; the uncertain flag fires on "
+           f"{s['uncertain_rate_in']:.1%} of the former and {s['uncertain_rate_ood']:.1%} of the latter.</p>"
+           ) if "ood_auroc" in s else ""  # fmt: skip
     weights = ("trained with class weights (loss weighted by inverse class frequency)" if s["class_weights"]
                else "trained without class weights")  # fmt: skip
     size = s["input_size"]
