@@ -112,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time-to-accuracy benchmark over seeds; writes bench/results/*.json and .md")
     b.add_argument("--recipe", default="fast")
     b.add_argument("--seeds", type=int, default=5)
-    b.add_argument("--baseline", default="keras_cnn", help="recipe to compare with in the same run ('none' to skip)")
+    b.add_argument("--baseline", nargs="+", default=["keras_cnn"], metavar="RECIPE | airbench SOURCE",
+                   help="recipe to compare with in the same run ('none' to skip), or 'airbench SOURCE': the published "
+                   "airbench94_muon from your copy (its .py or a git directory), ported to the CPU by "
+                   "shared/tools/airbench-cpu")  # fmt: skip
+    b.add_argument("--baseline-runs", type=int, default=3, help="runs of airbench (default 3)")
     b.add_argument("--out", default="bench/results")
     b.add_argument("--compare", help="a previous result JSON to compare with")
     b.add_argument("--save-models", help="also save each run's model under this folder")
@@ -387,8 +391,18 @@ def cmd_bench(args) -> int:
         return 0
     if args.seeds < 1:
         raise CifarCnnError("--seeds must be at least 1")
+    baseline, airbench = args.baseline[0], None
+    if baseline == "airbench":
+        if len(args.baseline) != 2:
+            raise CifarCnnError("--baseline airbench needs the path of your copy: --baseline airbench SOURCE")
+        baseline, airbench = None, args.baseline[1]
+        if args.baseline_runs < 1:
+            raise CifarCnnError("--baseline-runs must be at least 1")
+    elif len(args.baseline) != 1:
+        raise CifarCnnError("--baseline takes one recipe name, or 'airbench SOURCE'")
     bench(
-        args.recipe, seeds=args.seeds, baseline=None if args.baseline == "none" else args.baseline,
+        args.recipe, seeds=args.seeds, baseline=None if baseline == "none" else baseline, airbench=airbench,
+        airbench_runs=args.baseline_runs,
         out_dir=args.out, compare=args.compare, train_subset=args.train_subset, test_subset=args.test_subset,
         save_models=args.save_models, epochs=args.epochs, compile=args.compile,
     )  # fmt: skip
