@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -151,3 +152,28 @@ def test_api_explain():
         r = client.post("/v1/explain", files={"file": ("t.txt", b"hello", "text/plain")})
         assert r.status_code == 415 and r.json()["filename"] == "t.txt"
         assert "/v1/explain" in client.get("/openapi.json").json()["paths"]
+
+
+class TinyNet(torch.nn.Module):
+    """A user's own module (not in the registry): explain finds its last 4-D layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def test_own_module_explained_with_its_code_and_refused_as_a_program(own_folder, tmp_path):
+    from cifar_cnn.predict import Classifier
+
+    result = cifar_cnn.train(model=TinyNet(), data=str(own_folder), epochs=1, out_dir=tmp_path / "run", progress=False)
+    image = own_folder / "red" / "1.png"
+    why = Classifier(result.model, result.card).explain(image)
+    assert why.layer == "bn" and why.heatmap.shape == (why.image.size[1], why.image.size[0])
+    program = load(tmp_path / "run")  # saved as a torch.export program: no layers to hook
+    with pytest.raises(ExplainError, match=r"torch.export program.*Classifier\(your_trained_module, card\)"):
+        program.explain(image)

@@ -129,12 +129,14 @@ def test_old_model_files_without_statistics_behave_as_before(bundled, tmp_path):
         assert (p.reason is None) == (not p.uncertain)
 
 
-def test_predictions_remember_the_detectors_verdict(bundled):
+def test_predictions_carry_the_detectors_verdict(bundled):
     images = np.stack(noise_and_flat()[:3])
-    via_proba = bundled.to_predictions(bundled.predict_proba(images), 3)  # as the server, bulk and widgets do
-    assert [p.reason for p in via_proba] == [NONE] * 3 and all(p.novelty is not None for p in via_proba)
-    unknown = np.full((1, 10), 0.1, np.float32)  # rows predict_proba never returned: the probability flag
-    assert bundled.to_predictions(unknown, 3)[0].novelty is None
+    probs, novelty = bundled.scores(images)  # one pass: what the server's batcher, bulk and widgets use
+    assert np.array_equal(probs, bundled.predict_proba(images)) and novelty.shape == (3,)
+    for predictions in (bundled.to_predictions(probs, 3, novelty), bundled.predict_arrays(images, 3)):
+        assert [p.reason for p in predictions] == [NONE] * 3 and all(p.novelty is not None for p in predictions)
+    # without novelty scores, to_predictions falls back to the probability flag
+    assert all(p.novelty is None for p in bundled.to_predictions(probs, 3))
 
 
 def test_feature_hooks_leave_the_logits_unchanged(bundled):

@@ -63,7 +63,7 @@ def test_errors_are_json_without_internals(clf, open_client):
     assert missing.status_code == 404 and missing.json()["error"] == "not found"
 
     class Broken(Classifier):  # a model that fails inside the forward pass
-        def predict_proba(self, images, **kwargs):
+        def scores(self, images, *args, **kwargs):
             raise RuntimeError(f"boom in {os.getcwd()}/secret.py")
 
     broken = Broken(clf.model, clf.card)

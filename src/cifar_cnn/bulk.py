@@ -203,7 +203,7 @@ def predict_batches(clf: Classifier, paths: Iterable[str], *, top_k: int = 5, wo
 
 def _predict_rows(clf: Classifier, rows: list, arrays: list[np.ndarray], top_k: int) -> list:
     images = np.concatenate(arrays) if arrays else np.empty((0, clf.input_size, clf.input_size, 3), np.uint8)
-    predictions = iter(clf.to_predictions(clf.predict_proba(images), top_k) if len(images) else [])
+    predictions = iter(clf.predict_arrays(images, top_k))
     out = []
     for path, error in rows:
         result = error or next(predictions)

@@ -93,8 +93,12 @@ def cam_layer_name(clf: Classifier) -> str:
     """The layer LayerCAM reads for this model: the registry's `cam_layer`, else the last layer
     with a 4-D (N, C, H, W) output. Raises ExplainError when there is none."""
     from cifar_cnn.models.registry import get_model_config, list_models
+    from cifar_cnn.predict import _ExportedModule
 
     model = clf.model
+    if isinstance(model, _ExportedModule):
+        raise ExplainError("cannot explain this model: it is stored as a torch.export program, whose layers cannot "
+                           "be hooked; explain your module itself: Classifier(your_trained_module, card).explain(...)")  # fmt: skip
     if clf.name in list_models() and get_model_config(clf.name).cam_layer:
         name = get_model_config(clf.name).cam_layer
         if name in dict(model.named_modules()):
@@ -103,8 +107,7 @@ def cam_layer_name(clf: Classifier) -> str:
 
     name = locate_candidate_layer(model, (3, clf.input_size, clf.input_size))
     if not name:
-        raise ExplainError(f"cannot explain model {clf.name!r}: it has no convolutional layer to read (a torch.export "
-                           "program cannot be hooked; load the weights into your module with cifar_cnn.load_weights)")  # fmt: skip
+        raise ExplainError(f"cannot explain model {clf.name!r}: it has no layer with (N, C, H, W) feature maps to read")
     return name
 
 
@@ -146,7 +149,7 @@ def explain(clf: Classifier, source: ImageInput, target: str | None = None, **li
     Raises ImageError for an unreadable picture, ExplainError for an unknown class or a model
     without a convolutional layer."""
     image = clf.load_image(source, **limits)  # exactly what `predict` feeds the model
-    prediction = clf.to_predictions(clf.predict_proba(image[None]), top_k=5)[0]
+    prediction = clf.predict_arrays(image[None], top_k=5)[0]
     if isinstance(source, (str, os.PathLike)):
         prediction.filename = str(source)
     target = prediction.label if target is None else target
@@ -166,7 +169,7 @@ def overlay_small(clf: Classifier, image: np.ndarray, class_index: int, layer: s
     heat = class_heatmap(clf, image, class_index, layer)
     picture = Image.fromarray(image).resize((side, side), Image.Resampling.NEAREST)
     heatmap, box = _onto_picture(heat, picture.size)
-    prediction = clf.to_predictions(clf.predict_proba(image[None]), top_k=1)[0]
+    prediction = clf.predict_arrays(image[None], top_k=1)[0]
     return Explanation(prediction, clf.classes[class_index], heatmap, picture, box, layer).overlay()
 
 

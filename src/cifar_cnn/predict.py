@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +85,6 @@ def torn_between(first: str, second: str) -> str:
 # Without a detector, a low top probability says "torn" when the top two hold at least this much
 # probability, and "none of these" when it is spread over more classes.
 TORN_MASS = 0.75
-_MEMO_ROWS = 4096  # novelty scores remembered for the rows predict_proba returned last
 
 
 def _weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -122,11 +119,6 @@ class Classifier:
         # bf16 where the hardware has native bf16 math: as in training, and ~3x faster on such CPUs.
         self.bf16 = use_bf16(self.device)
         self.detector = detector  # None: the flag is the probability threshold alone
-        # predict_proba remembers each returned row's novelty score (keyed by the row's bytes), so
-        # `to_predictions(predict_proba(x))`, the pattern of the server, bulk and widgets, gets the
-        # detector's verdict without a second array passed around.
-        self._memo: OrderedDict[bytes, float] = OrderedDict()
-        self._memo_lock = threading.Lock()
         self._explain_model: nn.Module | None = None  # explain's private copy (explain._model_copy)
 
     @classmethod
@@ -231,20 +223,21 @@ class Classifier:
 
     def predict_proba(self, images: np.ndarray, tta: int | None = None, bf16: bool | None = None) -> np.ndarray:
         """Calibrated class probabilities (N, classes) for uint8 images (N, S, S, 3)."""
-        logits, novelty = self.logits_and_novelty(images, tta, bf16)
-        probs = torch.softmax(logits / self.temperature, dim=1).numpy()
-        if novelty is not None:
-            with self._memo_lock:
-                for row, score in zip(probs, novelty, strict=True):
-                    self._memo[row.tobytes()] = float(score)
-                    self._memo.move_to_end(row.tobytes())
-                while len(self._memo) > _MEMO_ROWS:
-                    self._memo.popitem(last=False)
-        return probs
+        return torch.softmax(self.logits(images, tta, bf16) / self.temperature, dim=1).numpy()
 
-    def _remembered(self, probs: np.ndarray) -> list[float | None]:
-        with self._memo_lock:
-            return [self._memo.get(np.asarray(row, np.float32).tobytes()) for row in probs]
+    def scores(self, images: np.ndarray, tta: int | None = None,
+               bf16: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+        """(calibrated probabilities (N, classes), novelty scores (N,) or None without a detector)
+        for uint8 images (N, S, S, 3), in one forward pass: what `to_predictions` needs."""
+        logits, novelty = self.logits_and_novelty(images, tta, bf16)
+        return torch.softmax(logits / self.temperature, dim=1).numpy(), novelty
+
+    def predict_arrays(self, images: np.ndarray, top_k: int = 5) -> list[Prediction]:
+        """Predictions for uint8 images (N, S, S, 3) already at the model's size (`load_image`)."""
+        if len(images) == 0:
+            return []
+        probs, novelty = self.scores(images)
+        return self.to_predictions(probs, top_k, novelty)
 
     def predict(self, inputs: ImageInput | list[ImageInput], top_k: int = 5) -> Prediction | list[Prediction]:
         """Top-k labels with probabilities for one image or a list (paths, bytes, PIL images,
@@ -252,7 +245,7 @@ class Classifier:
         single = not isinstance(inputs, list)
         items = [inputs] if single else inputs
         arrays = np.stack([self.load_image(x) for x in items])
-        results = self.to_predictions(self.predict_proba(arrays), top_k)
+        results = self.predict_arrays(arrays, top_k)
         for item, result in zip(items, results, strict=True):
             if isinstance(item, (str, os.PathLike)):
                 result.filename = str(item)
@@ -269,7 +262,7 @@ class Classifier:
             except ImageError as exc:
                 out.append(exc)
         if arrays:
-            for i, pred in zip(ok, self.to_predictions(self.predict_proba(np.stack(arrays)), top_k), strict=True):
+            for i, pred in zip(ok, self.predict_arrays(np.stack(arrays), top_k), strict=True):
                 pred.filename = str(paths[i])
                 out[i] = pred
         return out
@@ -282,12 +275,11 @@ class Classifier:
         return explain(self, source, target, **limits)
 
     def to_predictions(self, probs: np.ndarray, top_k: int, novelty: np.ndarray | None = None) -> list[Prediction]:
-        """Predictions from calibrated probabilities (N, classes) and, when the model has a
-        detector, novelty scores (N,): given, or remembered from the `predict_proba` call that
-        returned these rows. Without them the flag is the probability threshold alone."""
+        """Predictions from calibrated probabilities (N, classes) and the detector's novelty scores
+        (N,), both from `scores`. Without novelty scores the flag is the probability threshold alone."""
         k = max(1, min(top_k, len(self.classes)))
         if novelty is None:
-            novelty = self._remembered(probs) if self.detector is not None else [None] * len(probs)
+            novelty = [None] * len(probs)
         results = []
         for row, remembered in zip(probs, novelty, strict=True):
             order = np.argsort(-row)

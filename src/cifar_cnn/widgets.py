@@ -59,7 +59,7 @@ def prediction_figure(original, model_input, prediction: Prediction, title: str 
 def predict_upload(clf: Classifier, data: bytes, name: str, top_k: int = 5):
     """Decode one uploaded file once: (original image, model-size array, Prediction). Raises ImageError."""
     original, small = clf.view(data, name=name)
-    prediction = clf.to_predictions(clf.predict_proba(small[None]), top_k)[0]
+    prediction = clf.predict_arrays(small[None], top_k)[0]
     prediction.filename = name
     return original, small, prediction
 

@@ -31,7 +31,6 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 from fastapi import Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -45,7 +44,7 @@ from cifar_cnn.errors import CifarCnnError, ImageError
 from cifar_cnn.images import MAX_PIXELS
 from cifar_cnn.predict import Classifier, load
 from cifar_cnn.serve import schemas
-from cifar_cnn.serve.batcher import MicroBatcher
+from cifar_cnn.serve.batcher import MicroBatcher, scored_rows, stack_rows
 from cifar_cnn.serve.guards import (
     ApiKey,
     BodyLimit,
@@ -84,7 +83,7 @@ def create_app(
     `studio_dir`: serve the studio (page /studio, API /studio/api) over the projects in this folder; None: off.
     """
     clf = model if isinstance(model, Classifier) else load(model)
-    batcher = MicroBatcher(clf.predict_proba, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    batcher = MicroBatcher(scored_rows(clf), max_batch=max_batch, max_wait_ms=max_wait_ms)
     static = Path(str(resources.files("cifar_cnn.serve") / "static"))
 
     @asynccontextmanager
@@ -147,8 +146,9 @@ def create_app(
                 arrays.append(await run_in_threadpool(clf.load_image, data, name=f.filename, max_pixels=max_pixels))
             except ImageError as exc:
                 return error(STATUS_FOR.get(exc.kind, 422), str(exc), f.filename)
-        probs = await asyncio.gather(*(batcher.predict(a) for a in arrays))
-        results = clf.to_predictions(np.stack(probs), top_k)
+        rows = await asyncio.gather(*(batcher.predict(a) for a in arrays))
+        probs, novelty = stack_rows(rows)
+        results = clf.to_predictions(probs, top_k, novelty)
         for f, r in zip(files, results, strict=True):
             r.filename = f.filename
         return [r.to_dict() for r in results]

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 
 class MicroBatcher:
-    def __init__(self, predict_batch: Callable[[np.ndarray], np.ndarray], max_batch: int = 64, max_wait_ms: float = 5):
-        self.predict_batch = predict_batch  # uint8 (N, S, S, 3) -> probabilities (N, classes)
+    def __init__(self, predict_batch: Callable[[np.ndarray], Sequence], max_batch: int = 64, max_wait_ms: float = 5):
+        self.predict_batch = predict_batch  # uint8 (N, S, S, 3) -> one result per image (N rows)
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
@@ -31,8 +31,8 @@ class MicroBatcher:
                 await self.task
             self.task = None
 
-    async def predict(self, image: np.ndarray) -> np.ndarray:
-        """Probabilities (classes,) for one uint8 (S, S, 3) image at the model's input size."""
+    async def predict(self, image: np.ndarray):
+        """`predict_batch`'s row for one uint8 (S, S, 3) image at the model's input size."""
         self.start()
         future = asyncio.get_running_loop().create_future()
         await self.queue.put((image, future))
@@ -54,7 +54,7 @@ class MicroBatcher:
             images = np.stack([image for image, _ in batch])
             try:
                 # The forward pass runs in a worker thread so the event loop keeps accepting requests.
-                probs = await loop.run_in_executor(None, self.predict_batch, images)
+                rows = await loop.run_in_executor(None, self.predict_batch, images)
             except Exception as exc:  # deliver the failure to every waiting request, keep serving
                 for _, future in batch:
                     if not future.done():
@@ -62,6 +62,27 @@ class MicroBatcher:
                 continue
             self.batches += 1
             self.items += len(batch)
-            for (_, future), row in zip(batch, probs, strict=True):
+            for (_, future), row in zip(batch, rows, strict=True):
                 if not future.done():
                     future.set_result(row)
+
+
+Row = tuple[np.ndarray, float | None]  # one image's calibrated probabilities (classes,) and novelty score
+
+
+def scored_rows(clf) -> Callable[[np.ndarray], list[Row]]:
+    """The batch function for a `Classifier`: images -> one (probabilities, novelty) row each."""
+
+    def predict_batch(images: np.ndarray) -> list[Row]:
+        probs, novelty = clf.scores(images)
+        return [(p, None if novelty is None else float(n)) for p, n in zip(probs, novelty if novelty is not None
+                                                                           else [None] * len(probs), strict=True)]  # fmt: skip
+
+    return predict_batch
+
+
+def stack_rows(rows: Sequence[Row]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows back to (probabilities (N, classes), novelty scores (N,) or None), for `to_predictions`."""
+    probs = np.stack([p for p, _ in rows])
+    novelty = [n for _, n in rows]
+    return probs, None if any(n is None for n in novelty) else np.asarray(novelty)

@@ -42,7 +42,7 @@ from cifar_cnn import __version__
 from cifar_cnn.errors import ImageError
 from cifar_cnn.images import MAX_PIXELS
 from cifar_cnn.predict import Classifier
-from cifar_cnn.serve.batcher import MicroBatcher
+from cifar_cnn.serve.batcher import MicroBatcher, stack_rows
 from cifar_cnn.serve.schemas import ErrorBody
 
 MAX_IMAGES = 64  # per request: one micro-batch
@@ -293,7 +293,7 @@ def v2_router(
         else:
             files = encoded_files(inp, raw, max_images, max_upload_bytes)
             images = await run_in_threadpool(decode, clf, files, max_upload_bytes, max_pixels)
-        probs = np.stack(await asyncio.gather(*(batcher.predict(image) for image in images)))
+        probs, _ = stack_rows(await asyncio.gather(*(batcher.predict(image) for image in images)))
         return respond(req, probs, clf)
 
     for base, params in (("/v2/models/{model_name}", {"model_name": clf.name}),

@@ -370,8 +370,7 @@ def studio_router(workdir: str | Path | None, *, max_upload_bytes: int = 10 * 2*
                                                       max_pixels=studio.limits.max_pixels))  # fmt: skip
             except ImageError as exc:
                 return error(IMAGE_STATUS.get(exc.kind, 422), str(exc), f.filename)
-        probs = await run_in_threadpool(clf.predict_proba, np.stack(arrays))
-        results = clf.to_predictions(probs, top_k)
+        results = await run_in_threadpool(clf.predict_arrays, np.stack(arrays), top_k)
         for f, r in zip(files, results, strict=True):
             r.filename = f.filename
         return [r.to_dict() for r in results]
