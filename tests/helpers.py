@@ -66,3 +66,20 @@ def running_server(model_path, *args: str, env: dict | None = None):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def tiny_net():
+    """A user's own module, outside the registry: conv, BatchNorm, mean-pool, 3-class head."""
+    import torch
+
+    class TinyNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(8)
+            self.head = torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+    return TinyNet()

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -14,6 +13,7 @@ import cifar_cnn
 from cifar_cnn.cli import main
 from cifar_cnn.explain import ExplainError
 from cifar_cnn.predict import load
+from helpers import tiny_net
 
 
 def png(array: np.ndarray) -> bytes:
@@ -154,23 +154,10 @@ def test_api_explain():
         assert "/v1/explain" in client.get("/openapi.json").json()["paths"]
 
 
-class TinyNet(torch.nn.Module):
-    """A user's own module (not in the registry): explain finds its last 4-D layer."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = torch.nn.BatchNorm2d(8)
-        self.head = torch.nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
-
-
 def test_own_module_explained_with_its_code_and_refused_as_a_program(own_folder, tmp_path):
     from cifar_cnn.predict import Classifier
 
-    result = cifar_cnn.train(model=TinyNet(), data=str(own_folder), epochs=1, out_dir=tmp_path / "run", progress=False)
+    result = cifar_cnn.train(model=tiny_net(), data=str(own_folder), epochs=1, out_dir=tmp_path / "run", progress=False)
     image = own_folder / "red" / "1.png"
     why = Classifier(result.model, result.card).explain(image)
     assert why.layer == "bn" and why.heatmap.shape == (why.image.size[1], why.image.size[0])

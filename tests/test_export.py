@@ -9,6 +9,7 @@ import torch
 from cifar_cnn.cli import main
 from cifar_cnn.export import export, export_summary
 from cifar_cnn.predict import load
+from helpers import tiny_net
 
 
 @pytest.fixture(scope="module")
@@ -93,22 +94,11 @@ def test_folder_model_torchscript_64(folder_model_64, tmp_path):
     assert json.loads(meta["classes"]) == clf.classes and meta["input_size"] == "64"
 
 
-class TinyNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = torch.nn.BatchNorm2d(8)
-        self.head = torch.nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
-
-
 def test_own_module_model_exports(own_folder, tmp_path):
     """A model from the user's own nn.Module loads as a torch.export program: it exports too."""
     import cifar_cnn
 
-    cifar_cnn.train(model=TinyNet(), data=str(own_folder), image_size=64, epochs=1, out_dir=tmp_path / "run",
+    cifar_cnn.train(model=tiny_net(), data=str(own_folder), image_size=64, epochs=1, out_dir=tmp_path / "run",
                     progress=False)  # fmt: skip
     clf = load(tmp_path / "run")
     assert clf.name == "custom" and clf.input_size == 64

@@ -56,10 +56,10 @@ from cifar_cnn.serve.guards import (
 )
 from cifar_cnn.serve.oip import v2_router
 from cifar_cnn.serve.timeouts import BODY_TIMEOUT, HEADER_TIMEOUT, deadline_protocol
+from cifar_cnn.serve.uploads import IMAGE_STATUS, UploadRefused, decode_uploads, read_upload
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_FILES = 16
-STATUS_FOR = {"unsupported": 415, "too_large": 413, "empty": 422, "damaged": 422, "missing": 422}
 EXPOSED_RATE_LIMIT = 10.0  # requests/s per client when listening beyond loopback (bursts of twice that)
 log = logging.getLogger("cifar_cnn.serve")
 
@@ -137,15 +137,10 @@ def create_app(
             return error(422, "send one or more images as multipart field 'files'")
         if len(files) > MAX_FILES:
             return error(413, f"at most {MAX_FILES} files per request")
-        arrays = []
-        for f in files:
-            data = await f.read(max_upload_bytes + 1)
-            if len(data) > max_upload_bytes:
-                return error(413, f"{f.filename}: over the {max_upload_bytes // 2**20} MiB upload limit", f.filename)
-            try:
-                arrays.append(await run_in_threadpool(clf.load_image, data, name=f.filename, max_pixels=max_pixels))
-            except ImageError as exc:
-                return error(STATUS_FOR.get(exc.kind, 422), str(exc), f.filename)
+        try:
+            arrays = await decode_uploads(clf, files, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels)
+        except UploadRefused as refused:
+            return error(refused.status, refused.message, refused.filename)
         rows = await asyncio.gather(*(batcher.predict(a) for a in arrays))
         probs, novelty = stack_rows(rows)
         results = clf.to_predictions(probs, top_k, novelty)
@@ -156,15 +151,16 @@ def create_app(
     @app.post("/v1/explain", response_model=schemas.ExplanationBody,
               responses=schemas.error_responses(413, 415, 422))  # fmt: skip
     async def explain(file: UploadFile, target: str | None = Query(None, max_length=200)):
-        data = await file.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            return error(413, f"{file.filename}: over the {max_upload_bytes // 2**20} MiB upload limit", file.filename)
+        try:
+            data = await read_upload(file, max_upload_bytes)
+        except UploadRefused as refused:
+            return error(refused.status, refused.message, refused.filename)
         if target is not None and target not in clf.classes:
             return error(422, f"unknown class {target!r}; this model's classes: {', '.join(clf.classes)}")
         try:
             why = await run_in_threadpool(clf.explain, data, target, name=file.filename, max_pixels=max_pixels)
         except ImageError as exc:
-            return error(STATUS_FOR.get(exc.kind, 422), str(exc), file.filename)
+            return error(IMAGE_STATUS.get(exc.kind, 422), str(exc), file.filename)
         except CifarCnnError as exc:  # a model explain cannot read (a torch.export program)
             return error(422, str(exc), file.filename)
         png = await run_in_threadpool(why.to_png)

@@ -54,7 +54,7 @@ PIXELS, FILES = "images", "image_files"  # the two input kinds
 PROBS, LABELS = "probabilities", "labels"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data", "classification"]
-IMAGE_STATUS = {"unsupported": 415, "too_large": 413}  # any other ImageError kind: 400
+IMAGE_STATUS = {"unsupported": 415, "too_large": 413}  # any other ImageError kind: 400 (the protocol's "bad input")
 ERRORS = {
     400: "the request breaks the protocol, or a tensor's datatype, shape or data is not what the model takes",
     404: "no such model or version",

@@ -45,6 +45,7 @@ from pydantic import BaseModel, Field
 
 from cifar_cnn.errors import ImageError
 from cifar_cnn.serve.schemas import ErrorBody, PredictionBody
+from cifar_cnn.serve.uploads import IMAGE_STATUS, UploadRefused, decode_uploads
 from cifar_cnn.studio import Limits, Studio, StudioError
 
 MAX_FILES = 16  # per upload request (the page sends bigger sets and webcam bursts in batches)
@@ -52,7 +53,6 @@ HEARTBEAT_S = 15.0  # an SSE comment this often keeps proxies from closing an id
 POLL_S = 0.25
 STATUS = {"invalid": 422, "not_found": 404, "conflict": 409, "too_large": 413, "project_full": 413, "full": 507,
           "unavailable": 501}  # fmt: skip
-IMAGE_STATUS = {"unsupported": 415, "too_large": 413}
 DESCRIPTIONS = {
     404: "no such project, class, image or export",
     409: "exists already, the project is training, or it has no trained model yet",
@@ -360,16 +360,11 @@ def studio_router(workdir: str | Path | None, *, max_upload_bytes: int = 10 * 2*
         if len(files) > MAX_FILES:
             return error(413, f"at most {MAX_FILES} files per request")
         clf = await run_in_threadpool(studio.classifier, project)
-        arrays = []
-        for f in files:
-            data = await f.read(max_upload_bytes + 1)
-            if len(data) > max_upload_bytes:
-                return error(413, f"{f.filename}: over the {max_upload_bytes // 2**20} MiB upload limit", f.filename)
-            try:
-                arrays.append(await run_in_threadpool(clf.load_image, data, name=f.filename,
-                                                      max_pixels=studio.limits.max_pixels))  # fmt: skip
-            except ImageError as exc:
-                return error(IMAGE_STATUS.get(exc.kind, 422), str(exc), f.filename)
+        try:
+            arrays = await decode_uploads(clf, files, max_upload_bytes=max_upload_bytes,
+                                          max_pixels=studio.limits.max_pixels)  # fmt: skip
+        except UploadRefused as refused:
+            return error(refused.status, refused.message, refused.filename)
         results = await run_in_threadpool(clf.predict_arrays, np.stack(arrays), top_k)
         for f, r in zip(files, results, strict=True):
             r.filename = f.filename
