@@ -6,8 +6,11 @@ from cifar_cnn.images import load_image
 from cifar_cnn.preprocess import (
     CIFAR10_MEAN,
     CIFAR10_STD,
+    batch_blur,
+    batch_color_jitter,
     batch_cutout,
     batch_flip,
+    batch_noise,
     batch_translate,
     reflect_pad,
     to_tensor,
@@ -81,3 +84,56 @@ def test_cutout_zeroes_one_square_inside_each_image():
     assert corners.min() == 0 and corners.max() == 20  # every position can be drawn
     again = batch_cutout(x, 12, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
+
+
+def normalized_batch(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8-valued pixels in [0, 1], the same normalized as training sees them)."""
+    pixels = torch.randint(0, 256, (n, 32, 32, 3), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    return pixels.permute(0, 3, 1, 2).float() / 255, to_tensor(pixels.numpy())
+
+
+def to_pixels(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.tensor(CIFAR10_STD).view(1, 3, 1, 1) + torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+
+
+def test_color_jitter_stays_in_range_and_is_seeded():
+    pixels, x = normalized_batch()
+    out = batch_color_jitter(x, 0.3, CIFAR10_MEAN, CIFAR10_STD, torch.Generator().manual_seed(1))
+    again = batch_color_jitter(x, 0.3, CIFAR10_MEAN, CIFAR10_STD, torch.Generator().manual_seed(1))
+    assert torch.equal(out, again) and out.shape == x.shape and out.is_contiguous(memory_format=torch.channels_last)
+    p = to_pixels(out)
+    assert p.min() >= -1e-5 and p.max() <= 1 + 1e-5  # clamped to real pixel values
+    changed = (p - pixels).abs().flatten(1).mean(1)
+    assert (changed > 1e-3).float().mean() > 0.9  # nearly every image altered
+    none = batch_color_jitter(x, 0.0, CIFAR10_MEAN, CIFAR10_STD, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(none, x, atol=1e-5, rtol=0)  # strength 0: the identity
+    # brightness, contrast and saturation only: a grey image stays grey
+    grey = to_tensor(np.full((4, 32, 32, 3), 128, np.uint8))
+    g = to_pixels(batch_color_jitter(grey, 0.3, CIFAR10_MEAN, CIFAR10_STD, torch.Generator().manual_seed(2)))
+    assert torch.allclose(g[:, 0], g[:, 1], atol=1e-5) and torch.allclose(g[:, 1], g[:, 2], atol=1e-5)
+
+
+def test_noise_touches_the_chosen_fraction_within_range():
+    pixels, x = normalized_batch(400)
+    out = to_pixels(batch_noise(x, 0.25, CIFAR10_MEAN, CIFAR10_STD, torch.Generator().manual_seed(0)))
+    noisy = (out - pixels).abs().flatten(1).amax(1) > 1e-4
+    assert 60 < noisy.sum() < 140  # about a quarter
+    assert out.min() >= -1e-5 and out.max() <= 1 + 1e-5
+    spread = (out - pixels)[noisy].flatten(1).std(1)
+    assert spread.max() < 0.11  # sigma at most 0.1 of the pixel range (less where clamped)
+    torch.testing.assert_close(batch_noise(x, 0.0, CIFAR10_MEAN, CIFAR10_STD, torch.Generator()), x, atol=1e-5, rtol=0)
+
+
+def test_blur_smooths_the_chosen_images():
+    _, x = normalized_batch(200)
+    out = batch_blur(x, 0.5, torch.Generator().manual_seed(0))
+
+    def roughness(t):  # mean absolute difference of neighbouring pixels
+        return (t[..., 1:] - t[..., :-1]).abs().flatten(1).mean(1)
+
+    blurred = ~torch.isclose(out, x).flatten(1).all(1)
+    assert 60 < blurred.sum() < 140
+    assert (roughness(out[blurred]) < 0.6 * roughness(x[blurred])).all()
+    assert torch.equal(out[~blurred], x[~blurred])
+    flat = torch.full((2, 3, 32, 32), 0.7)
+    torch.testing.assert_close(batch_blur(flat, 1.0, torch.Generator()), flat)  # a flat image stays flat

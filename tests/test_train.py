@@ -35,7 +35,7 @@ def test_epoch_batches_apply_the_recipes_augmentation():
     assert all((x != 0).all() for x, _ in plain.epoch(0, torch.Generator().manual_seed(0)))
 
 
-@pytest.mark.parametrize("recipe", ["fast", "keras_cnn"])
+@pytest.mark.parametrize("recipe", ["fast", "keras_cnn", "robust"])  # robust: its noise and blur draws are seeded too
 def test_same_seed_same_result(recipe, tiny_data):
     a = train(recipe, data=tiny_data, epochs=2, progress=False, seed=3)
     b = train(recipe, data=tiny_data, epochs=2, progress=False, seed=3)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from cifar_cnn.errors import CifarCnnError
+from cifar_cnn.recipes import RECIPES
 
 EXIT_USER_ERROR = 2
 
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(title="commands")
 
     t = sub.add_parser("train", help="train a recipe on CIFAR-10 or on a labelled image folder, then evaluate it")
-    t.add_argument("--recipe", default="fast", help="fast (default), keras_cnn, medium or large")
+    t.add_argument("--recipe", default="fast", help=f"one of {', '.join(sorted(RECIPES))} (default: fast)")
     t.add_argument("--data", help="a labelled image folder (FOLDER/<class>/<images>, or train/ val/ test/ of them), "
                    "or a CIFAR-10 folder or archive (default: CIFAR-10 from $CIFAR_CNN_DATA, cache, download)")  # fmt: skip
     t.add_argument(

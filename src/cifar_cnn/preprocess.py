@@ -82,3 +82,60 @@ def batch_cutout(images: torch.Tensor, size: int, generator: torch.Generator | N
     top, left = corners[:, 0].view(n, 1, 1), corners[:, 1].view(n, 1, 1)
     inside = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)
     return images.masked_fill(inside.unsqueeze(1), 0)
+
+
+# Photometric augmentation, for robustness to what photos do to pixels (the `robust` recipe):
+# colour, noise and blur, on whole batches of normalized images. Each works in pixel units
+# ([0, 1]: normalized * std + mean) and hands back normalized images.
+
+
+def _pixels(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, ...]:
+    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return images * s + m, m, s
+
+
+def _uniform(n: int, low: float, high: float, generator, device) -> torch.Tensor:
+    return (low + (high - low) * torch.rand(n, generator=generator)).to(device).view(n, 1, 1, 1)
+
+
+def batch_color_jitter(images: torch.Tensor, strength: float, mean: Sequence[float], std: Sequence[float],
+                       generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    """Per image: saturation, brightness and contrast each scaled by a factor in [1 - strength,
+    1 + strength] (torchvision's ColorJitter, on the whole batch at once)."""
+    n = len(images)
+    x, m, s = _pixels(images, mean, std)
+    sat, bright, contrast = (_uniform(n, 1 - strength, 1 + strength, generator, x.device) for _ in range(3))
+    grey = x.mean(1, keepdim=True)
+    x = grey + sat * (x - grey)
+    x = x * bright
+    level = x.mean((1, 2, 3), keepdim=True)
+    x = (level + contrast * (x - level)).clamp_(0, 1)
+    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+
+
+def batch_noise(images: torch.Tensor, fraction: float, mean: Sequence[float], std: Sequence[float],
+                generator: torch.Generator | None = None, max_sigma: float = 0.1) -> torch.Tensor:  # fmt: skip
+    """Gaussian pixel noise on a random `fraction` of the images, sigma uniform in (0, max_sigma]
+    of the pixel range (CIFAR-10-C's Gaussian noise runs 0.04 to 0.10)."""
+    n = len(images)
+    x, m, s = _pixels(images, mean, std)
+    chosen = (torch.rand(n, generator=generator) < fraction).to(x.device).view(n, 1, 1, 1)
+    sigma = _uniform(n, 0, max_sigma, generator, x.device) * chosen
+    noise = torch.randn(tuple(images.shape), generator=generator).to(x.device)
+    x = (x + sigma * noise).clamp_(0, 1)
+    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+
+
+def batch_blur(images: torch.Tensor, fraction: float, generator: torch.Generator | None = None,
+               sigmas: tuple[float, float] = (0.5, 1.5)) -> torch.Tensor:  # fmt: skip
+    """Gaussian blur (5x5, one sigma per batch drawn from `sigmas`) on a random `fraction` of the
+    images. Blurring is linear, so it needs no trip to pixel units."""
+    n, c = images.shape[:2]
+    sigma = float(sigmas[0] + (sigmas[1] - sigmas[0]) * torch.rand(1, generator=generator))
+    taps = torch.exp(-((torch.arange(5, dtype=images.dtype) - 2) ** 2) / (2 * sigma**2))
+    kernel = (taps / taps.sum()).to(images.device)
+    kernel2d = (kernel[:, None] * kernel[None, :]).expand(c, 1, 5, 5)
+    blurred = F.conv2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), kernel2d, groups=c)
+    chosen = (torch.rand(n, generator=generator) < fraction).to(images.device).view(n, 1, 1, 1)
+    return torch.where(chosen, blurred, images).contiguous(memory_format=torch.channels_last)

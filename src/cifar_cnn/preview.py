@@ -13,7 +13,14 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from cifar_cnn.preprocess import batch_flip, batch_translate, reflect_pad
+from cifar_cnn.preprocess import (
+    batch_blur,
+    batch_color_jitter,
+    batch_flip,
+    batch_noise,
+    batch_translate,
+    reflect_pad,
+)
 from cifar_cnn.recipes import get_recipe
 
 MAX_CLASSES = 30  # rows of the training-images grid; more classes: the first ones
@@ -63,6 +70,13 @@ def save_previews(images: np.ndarray, labels: np.ndarray, out_dir: str | Path, c
     if r.translate:
         padded = reflect_pad(x, r.translate)
         rows += [(f"translate ±{r.translate}px ({i + 1})", batch_translate(padded, size, g)) for i in range(2)]
+    raw = ((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))  # the photometric steps' mean/std for raw pixels
+    if r.color_jitter:
+        rows.append((f"colour jitter ±{r.color_jitter:.0%}", batch_color_jitter(x, r.color_jitter, *raw, g)))
+    if r.noise:
+        rows.append(("noise (every image here)", batch_noise(x, 1.0, *raw, g)))
+    if r.blur:
+        rows.append(("blur (every image here)", batch_blur(x, 1.0, g)))
     fig = Figure(figsize=(len(sample) * 1.2 + 1.5, len(rows) * 1.35))
     axes = fig.subplots(len(rows), len(sample), squeeze=False)
     for (title, batch), row in zip(rows, axes, strict=True):

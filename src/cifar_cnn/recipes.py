@@ -22,6 +22,9 @@ class Recipe:
     flip: bool = True  # mirror augmentation; "derandomized": every image flips every other epoch
     translate: int = 0  # random translation by up to this many pixels (reflect padding)
     cutout: int = 0  # zero a random square of this side in each training image (0: off)
+    color_jitter: float = 0.0  # per image: saturation, brightness, contrast x [1 - j, 1 + j] (0: off)
+    noise: float = 0.0  # fraction of training images with Gaussian pixel noise (sigma up to 0.1)
+    blur: float = 0.0  # fraction of training images blurred (Gaussian, sigma 0.5 to 1.5)
     whiten_bias_epochs: float = 0.0  # airbench: train the whitening stem's bias only this long
     warmup: float = 0.0  # fraction of steps with linear lr warmup (adam)
     tta: int = 0  # test-time augmentation: 0 none, 1 mirror, 2 mirror + translate
@@ -35,6 +38,8 @@ class Recipe:
             raise ValueError(f"recipe {self.name!r}: epochs, batch size and lr must be positive")
         if self.tta not in (0, 1, 2) or min(self.translate, self.cutout, self.holdout) < 0:
             raise ValueError(f"recipe {self.name!r}: tta must be 0, 1 or 2; translate, cutout, holdout >= 0")
+        if not (0 <= self.color_jitter < 1 and 0 <= self.noise <= 1 and 0 <= self.blur <= 1):
+            raise ValueError(f"recipe {self.name!r}: color_jitter in [0, 1), noise and blur fractions in [0, 1]")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,6 +73,14 @@ RECIPES: dict[str, Recipe] = {
         name="medium", model="medium", epochs=15, batch_size=2000, optimizer="muon", lr=0.24,
         label_smoothing=0.2, weight_decay=2e-6, flip=True, translate=2, whiten_bias_epochs=3,
         tta=2, eval_every_epoch=False,
+    ),
+    # For photos rather than seconds (a candidate default for predict/serve; README "Photos in the
+    # wild"): the fast net, twice the epochs, and photometric augmentation against what phones,
+    # JPEG and light do to pixels: colour jitter, Gaussian noise and blur on a quarter each.
+    "robust": Recipe(
+        name="robust", model="fast", epochs=16, batch_size=2000, optimizer="muon", lr=0.24,
+        label_smoothing=0.2, weight_decay=2e-6, flip=True, translate=2, color_jitter=0.3, noise=0.25, blur=0.25,
+        whiten_bias_epochs=3, tta=2, eval_every_epoch=False,
     ),
     # The Keras tutorial's CNN compiled the Keras way: Adam, categorical cross-entropy.
     # Flip + translate augmentation stands in for the tutorial's ImageDataGenerator.

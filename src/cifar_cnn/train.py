@@ -37,7 +37,18 @@ from cifar_cnn.hardware import choose_device, describe, summary_line, use_bf16
 from cifar_cnn.models import accepts, create_model, get_model_config, list_models
 from cifar_cnn.novelty import STAGE_LAYERS, fit_on_training_images, logits_and_features
 from cifar_cnn.optim import Optimizers, make_optimizers
-from cifar_cnn.preprocess import batch_cutout, batch_flip, batch_translate, reflect_pad, to_tensor
+from cifar_cnn.preprocess import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    batch_blur,
+    batch_color_jitter,
+    batch_cutout,
+    batch_flip,
+    batch_noise,
+    batch_translate,
+    reflect_pad,
+    to_tensor,
+)
 from cifar_cnn.recipes import Recipe, fit_to_data, get_recipe
 from cifar_cnn.runlog import RunLog, tensorboard_command
 from cifar_cnn.transfer import load_matching, resolve_init
@@ -66,13 +77,15 @@ class EpochBatches:
     - flip, derandomized: each image gets a random fixed flip once, then the whole set is
       mirrored every other epoch, so every image is seen both ways every two epochs;
     - translate: a random crop from reflect-padded images, drawn anew each epoch;
-    - cutout: a random square of each batch's images set to zero (the mean).
+    - cutout: a random square of each batch's images set to zero (the mean);
+    - color jitter, noise, blur (the `robust` recipe): per batch, on pixel values (preprocess.py).
     The tensors live on the training device (on a GPU the whole set fits: no host copies per
     batch); random draws come from a CPU generator, so a seed gives the same batches anywhere.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, seed: int,
-                 rank: int = 0, world_size: int = 1, device: torch.device | None = None):  # fmt: skip
+                 rank: int = 0, world_size: int = 1, device: torch.device | None = None,
+                 mean: tuple[float, ...] = CIFAR10_MEAN, std: tuple[float, ...] = CIFAR10_STD):  # fmt: skip
         if device is not None:
             images, labels = images.to(device), labels.to(device)
         self.labels = labels
@@ -80,6 +93,7 @@ class EpochBatches:
         self.batch_size = min(recipe.batch_size, len(images))
         self.translate = recipe.translate
         self.cutout = recipe.cutout
+        self.recipe, self.mean, self.std = recipe, mean, std
         self.size = images.shape[-1]
         if recipe.flip:
             images = batch_flip(images, torch.Generator().manual_seed(seed + 1))
@@ -102,7 +116,18 @@ class EpochBatches:
             batch = images[idx]
             if self.cutout:
                 batch = batch_cutout(batch, self.cutout, generator)
+            batch = self.photometric(batch, generator)
             yield batch, self.labels[idx]
+
+    def photometric(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        r = self.recipe
+        if r.color_jitter:
+            batch = batch_color_jitter(batch, r.color_jitter, self.mean, self.std, generator)
+        if r.noise:
+            batch = batch_noise(batch, r.noise, self.mean, self.std, generator)
+        if r.blur:
+            batch = batch_blur(batch, r.blur, generator)
+        return batch
 
 
 @dataclass
@@ -265,7 +290,8 @@ def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, se
     elif hasattr(net, "init_whiten"):
         net.init_whiten(train_x[:5000].to(dev))
     train_y = torch.as_tensor(ds.train_y).long()
-    batches = EpochBatches(train_x, train_y, recipe, seed, ctx.rank, ctx.world_size, device=dev)
+    batches = EpochBatches(train_x, train_y, recipe, seed, ctx.rank, ctx.world_size, device=dev, mean=ds.mean,
+                           std=ds.std)  # fmt: skip
     steps_per_epoch = len(batches)
     total_steps = math.ceil(recipe.epochs * steps_per_epoch)
     opts = make_optimizers(net, recipe, total_steps, steps_per_epoch)
