@@ -12,12 +12,13 @@ registry, the last layer with a 4-D output, as torchcam finds it.
 Chosen by where the heatmap's peak falls on CIFAR-10 test pictures (32 px, right and >90% sure)
 pasted at a random place into a 64 px flat or noisy background, with the bundled `fast` (60 each):
 
-    method    layer     peak on the object (flat / noise)   mean inside / outside (median)
-    Grad-CAM  layers.3  30 / 29                              1.6 / 1.7   (the 3x3 map: too coarse)
-    Grad-CAM  layers.2  44 / 44                              2.7 / 4.6
-    Grad-CAM++ layers.2 51 / 53                              2.7 / 3.1
-    LayerCAM  layers.1  51 / 59                              3.1 / 3.3
-    LayerCAM  layers.2  59 / 56                              4.1 / 3.8   <- used
+    method     layer     peak on the object (flat / noise)   mean inside / outside (median)
+    Grad-CAM   layers.3  32 / 24                             1.7 / 1.7   (the 3x3 map: too coarse)
+    Grad-CAM   layers.2  35 / 44                             2.2 / 4.4
+    Grad-CAM++ layers.2  52 / 53                             2.7 / 3.1
+    LayerCAM   layers.1  51 / 59                             3.1 / 3.3
+    LayerCAM   layers.2  59 / 57                             4.1 / 3.8   <- used
+(bench/explain_layers.py; README "Why: where the model looked" has the whole table).
 
 The heatmap is averaged over the picture and its mirror image (the view every recipe's
 test-time augmentation includes), so it does not depend on which way the object faces.
