@@ -190,6 +190,16 @@ def main() -> None:
     print(f"wrote {out}.json and .md")
 
 
+def _auroc_table(scores: list[dict], title: str, key: str) -> list[str]:
+    """A markdown table: one row per score, one column per part of a set (`key`: its per-part AUROCs)."""
+    parts = list(scores[0][key])
+    lines = [f"{title}:", "", "| score | " + " | ".join(parts) + " |", "|---|" + "---|" * len(parts)]
+    for row in scores:
+        name = row["score"] + (f" (k={row['k']})" if "k" in row else "")
+        lines.append(f"| {name} | " + " | ".join(f"{row[key][p]['auroc']:.3f}" for p in parts) + " |")
+    return lines
+
+
 def markdown(r: dict) -> str:
     sizes = r["set_sizes"]
     lines = [f"# Novelty scores for the `uncertain` flag: {r['model']} ({r['cpu']}, {r['cores']} cores, "
@@ -209,18 +219,8 @@ def markdown(r: dict) -> str:
             "natural", "graphics", "synthetic", "noise+flat")) + " | " + " | ".join(
             f"{s[n]['flagged']:.1%}" for n in ("natural", "graphics", "synthetic", "noise+flat"))
             + f" | {row['score_ms_per_image']:.3f} | {row['bytes'] / 1024:.0f} KiB |")  # fmt: skip
-    kinds = list(r["scores"][0]["synthetic_kinds"])
-    lines += ["", "AUROC per synthetic kind:", "", "| score | " + " | ".join(kinds) + " |",
-              "|---|" + "---|" * len(kinds)]  # fmt: skip
-    for row in r["scores"]:
-        name = row["score"] + (f" (k={row['k']})" if "k" in row else "")
-        lines.append(f"| {name} | " + " | ".join(f"{row['synthetic_kinds'][k]['auroc']:.3f}" for k in kinds) + " |")
-    sources = list(r["scores"][0]["natural_sources"])
-    lines += ["", "AUROC per natural source:", "", "| score | " + " | ".join(sources) + " |",
-              "|---|" + "---|" * len(sources)]  # fmt: skip
-    for row in r["scores"]:
-        name = row["score"] + (f" (k={row['k']})" if "k" in row else "")
-        lines.append(f"| {name} | " + " | ".join(f"{row['natural_sources'][k]['auroc']:.3f}" for k in sources) + " |")
+    for title, key in (("AUROC per synthetic kind", "synthetic_kinds"), ("AUROC per natural source", "natural_sources")):
+        lines += ["", *_auroc_table(r["scores"], title, key)]
     det = r["stored_detector"]
     lines += ["", f"The model file's flag: detector {det.get('score', 'none (probability threshold alone)')}"
               + (f", threshold {det['threshold']:.4g}" if "threshold" in det else "")
