@@ -68,17 +68,7 @@ class Explanation:
 
     def overlay(self, alpha: float = OVERLAY_ALPHA, colormap: str = "jet") -> Image.Image:
         """The picture with the heatmap in colour over it; outside the model's square, greyed."""
-        from matplotlib import colormaps
-
-        colours = colormaps[colormap](self.heatmap, bytes=True)[..., :3].astype(np.float32)
-        photo = np.asarray(self.image.convert("RGB"), dtype=np.float32)
-        out = alpha * photo + (1 - alpha) * colours
-        left, top, right, bottom = self.box
-        outside = np.ones(self.heatmap.shape, bool)
-        outside[top:bottom, left:right] = False
-        grey = photo.mean(axis=2, keepdims=True) * 0.5 + 64
-        out = np.where(outside[..., None], grey, out)
-        return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+        return overlay(self.image, self.heatmap, self.box, alpha, colormap)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the overlay as a PNG."""
@@ -88,6 +78,22 @@ class Explanation:
         buf = io.BytesIO()
         self.overlay().save(buf, format="PNG")
         return buf.getvalue()
+
+
+def overlay(picture: Image.Image, heatmap: np.ndarray, box: tuple[int, int, int, int],
+            alpha: float = OVERLAY_ALPHA, colormap: str = "jet") -> Image.Image:  # fmt: skip
+    """`picture` with `heatmap` (its size, in [0, 1]) in colour over it; outside `box`, greyed."""
+    from matplotlib import colormaps
+
+    colours = colormaps[colormap](heatmap, bytes=True)[..., :3].astype(np.float32)
+    photo = np.asarray(picture.convert("RGB"), dtype=np.float32)
+    out = alpha * photo + (1 - alpha) * colours
+    left, top, right, bottom = box
+    outside = np.ones(heatmap.shape, bool)
+    outside[top:bottom, left:right] = False
+    grey = photo.mean(axis=2, keepdims=True) * 0.5 + 64
+    out = np.where(outside[..., None], grey, out)
+    return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
 
 
 def cam_layer_name(clf: Classifier) -> str:
@@ -169,9 +175,7 @@ def overlay_small(clf: Classifier, image: np.ndarray, class_index: int, layer: s
     enlarged to `side` px so the colours can be seen."""
     heat = class_heatmap(clf, image, class_index, layer)
     picture = Image.fromarray(image).resize((side, side), Image.Resampling.NEAREST)
-    heatmap, box = _onto_picture(heat, picture.size)
-    prediction = clf.predict_arrays(image[None], top_k=1)[0]
-    return Explanation(prediction, clf.classes[class_index], heatmap, picture, box, layer).overlay()
+    return overlay(picture, *_onto_picture(heat, picture.size))
 
 
 def _onto_picture(heat: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, int, int]]:
