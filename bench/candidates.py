@@ -29,7 +29,7 @@ PHOTO = Path(__file__).resolve().parents[1] / "tests" / "data" / "chelsea.jpg"
 
 
 def measure(path: Path, x_test: np.ndarray, y_test: np.ndarray, corruption_images: int,
-            corruption_tta: int | None = None) -> dict:  # fmt: skip
+            corruption_tta: int | None = None, cache: bool = True) -> dict:  # fmt: skip
     import cifar_cnn
     from cifar_cnn.evaluate import corruption_accuracy
     from cifar_cnn.ood import auroc, out_of_distribution_sets
@@ -39,7 +39,7 @@ def measure(path: Path, x_test: np.ndarray, y_test: np.ndarray, corruption_image
     predictions = clf.to_predictions(probs, 1, novelty)
     row = {"model_file": str(path), "bytes": os.path.getsize(path), "recipe": clf.card.recipe.get("name"),
            "epochs": clf.card.recipe.get("epochs"),
-           "seed": clf.card.seed, "train_seconds": clf.card.train_seconds, "hardware": clf.card.hardware,
+           "seed": clf.card.seed, "init": clf.card.init, "train_seconds": clf.card.train_seconds, "hardware": clf.card.hardware,
            "clean_accuracy": float((probs.argmax(1) == y_test).mean()),
            "false_alarms": float(np.mean([p.reason is not None and p.reason.startswith("looks like")
                                           for p in predictions])),
@@ -49,7 +49,7 @@ def measure(path: Path, x_test: np.ndarray, y_test: np.ndarray, corruption_image
         out_probs, out_novelty = clf.scores(images)
         out_score = -out_novelty if out_novelty is not None else out_probs.max(1)
         row[f"auroc_{name}"] = auroc(in_score, out_score)
-    robust = corruption_accuracy(clf, x_test, y_test, subset=corruption_images, progress=False, cache=False,
+    robust = corruption_accuracy(clf, x_test, y_test, subset=corruption_images, progress=False, cache=cache,
                                  tta=corruption_tta)  # fmt: skip
     row |= {"corruption_accuracy": robust.mean_corruption_accuracy, "photo_accuracy": robust.photo_accuracy,
             "corruption_clean_accuracy": robust.clean_accuracy, "corruption_images": robust.n,
@@ -73,7 +73,12 @@ def markdown(rows: list[dict], machine: str) -> str:
              "| model | clean | mean corruption | photo pipeline | AUROC natural / graphics / synthetic | "
              "false alarms | latency ms | size MiB | train s |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r['recipe']} ({r['epochs']:g} epochs) seed {r['seed']} | {r['clean_accuracy']:.2%} | {r['corruption_accuracy']:.2%} | "
+        start = (
+            ""
+            if r.get("init", "scratch") == "scratch"
+            else f", fine-tuned from {r['init'].removeprefix('pretrained:')}"
+        )
+        lines.append(f"| {r['recipe']} ({r['epochs']:g} epochs{start}) seed {r['seed']} | {r['clean_accuracy']:.2%} | {r['corruption_accuracy']:.2%} | "
                      f"{r['photo_accuracy']:.2%} | {r['auroc_natural']:.3f} / {r['auroc_graphics']:.3f} / "
                      f"{r['auroc_synthetic']:.3f} | {r['false_alarms']:.1%} | {r['latency_ms']:.1f} | "
                      f"{r['bytes'] / 2**20:.1f} | {r['train_seconds']:.0f} |")  # fmt: skip
@@ -92,6 +97,12 @@ def main() -> None:
     p.add_argument("--corruption-images", type=int, default=2000)
     p.add_argument("--corruption-tta", type=int, choices=[0, 1, 2], help="TTA for the corruption runs (default: "
                    "each model's own; 0 is 6x cheaper on a CPU)")  # fmt: skip
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="recompute corruption accuracies even where "
+        "cached (the cache is keyed by the model's weights, images, seed and TTA)",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args()
     out = Path(args.out)
@@ -104,7 +115,7 @@ def main() -> None:
     rows = []
 
     def record(path: Path) -> None:
-        rows.append(measure(path, x_test, y_test, args.corruption_images, args.corruption_tta))
+        rows.append(measure(path, x_test, y_test, args.corruption_images, args.corruption_tta, cache=not args.fresh))
         (out / "candidates.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
         (out / "candidates.md").write_text(markdown(rows, machine))
         print(markdown(rows, machine), flush=True)

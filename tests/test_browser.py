@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
+from cifar_cnn.pretrained import DEFAULT
 from helpers import running_server
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -72,12 +73,12 @@ PHOTO = Path(__file__).parent / "data" / "chelsea.jpg"  # Chelsea the cat, CC0 (
 def test_default_model_on_a_real_photo_and_why(browser):
     """The bundled default model on a real photo: "cat", then "Why?" puts the heatmap in place of the
     thumbnail (a data: image, allowed by the page's CSP). The screenshot is the README's."""
-    with running_server("fast") as url:
+    with running_server(DEFAULT) as url:
         page = browser.new_page(viewport={"width": 760, "height": 560})
         refused = []
         page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
         page.goto(url)
-        expect(page.locator("#model")).to_contain_text("fast")
+        expect(page.locator("#model")).to_contain_text(DEFAULT)
         page.set_input_files("#file", [str(PHOTO)])
         card = page.locator(".card.done").first
         expect(card.locator(".top")).to_contain_text("cat", timeout=30000)

@@ -155,3 +155,22 @@ def test_module_that_cannot_be_exported_keeps_its_weights(colour_folder, tmp_pat
     x = clf.load_image(str(colour_folder / "red" / "1.png"))[None]
     expected = result.model.eval()(clf.preprocess(x)).argmax(1).item()
     assert clf.classes[expected] == clf.predict(x[0]).label
+
+
+def test_auto_init_follows_the_recipe_on_cifar10_and_the_folder_rule_elsewhere(colour_folder):
+    """`robust` fine-tunes the bundled `fast` weights on CIFAR-10 (its `init`), `fast` trains from
+    scratch there; on a small folder both fine-tune, whatever the recipe says."""
+    from cifar_cnn.datasets import from_arrays, image_folder
+    from cifar_cnn.transfer import resolve_init
+
+    rng = np.random.default_rng(0)
+    arrays = ((rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, (200, 1))),
+              (rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, (50, 1))))  # fmt: skip
+    cifar_like, folder = from_arrays(arrays), image_folder(colour_folder)
+    quiet = lambda *a, **k: None  # noqa: E731
+    assert get_recipe("robust").init == "pretrained" and get_recipe("fast").init == "scratch"
+    assert resolve_init("auto", "fast", cifar_like, quiet, get_recipe("robust").init) == "pretrained:fast"
+    assert resolve_init("auto", "fast", cifar_like, quiet, get_recipe("fast").init) == "scratch"
+    assert resolve_init("scratch", "fast", cifar_like, quiet, "pretrained") == "scratch"  # the user's word wins
+    for recipe in ("fast", "robust"):
+        assert resolve_init("auto", "fast", folder, quiet, get_recipe(recipe).init) == "pretrained:fast"

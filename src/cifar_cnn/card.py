@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from cifar_cnn.recipes import RECIPES
+
 CUSTOM_MODEL = "custom"  # a user's own nn.Module, stored as a torch.export program in the file
 
 
@@ -49,6 +51,16 @@ class ModelCard:
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
         self.input_size = int(self.input_size)
+
+    @property
+    def name(self) -> str:
+        """What the model is called (page, API, OIP model name, export file): the recipe's name
+        where that recipe is a named variant of this architecture (the `robust` recipe trains the
+        `fast` net: "robust"), else the architecture's registry name."""
+        recipe = RECIPES.get(str(self.recipe.get("name")))
+        if self.model != CUSTOM_MODEL and recipe is not None and recipe.model == self.model:
+            return recipe.name
+        return self.model
 
     @property
     def num_classes(self) -> int:

@@ -85,7 +85,8 @@ def export_metadata(clf: Classifier) -> dict[str, str]:
     """String key/values stored in the exported file, all from the model's card."""
     card = clf.card
     return {
-        "model": card.model,
+        "model": card.model,  # the architecture
+        "name": card.name,
         "classes": json.dumps(card.classes, ensure_ascii=False),
         "num_classes": str(card.num_classes),
         "input_size": str(card.input_size),  # the square side S of the uint8 (N, S, S, 3) input

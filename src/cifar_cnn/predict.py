@@ -174,6 +174,10 @@ class Classifier:
 
     @property
     def name(self) -> str:
+        return self.card.name
+
+    @property
+    def architecture(self) -> str:
         return self.card.model
 
     @property

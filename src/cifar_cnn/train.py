@@ -190,7 +190,8 @@ def train(
         data: None (CIFAR-10), the keras-style arrays `((x_train, y_train), (x_test, y_test))`,
             a labelled folder path, or an `ImageDataset`.
         model: your own `nn.Module` (logits for the data's classes) instead of the recipe's.
-        init: "auto" (fine-tune the bundled CIFAR-10 weights on small folders), "scratch",
+        init: "auto" (fine-tune the bundled CIFAR-10 weights on small folders; on CIFAR-10 the
+            recipe's own `init`: scratch, but the `robust` recipe fine-tunes `fast`), "scratch",
             "pretrained", or a model file to start from; the head is re-initialized for new classes.
         out_dir: where the per-epoch checkpoint and the final `model.safetensors` go.
         resume: continue from `out_dir/checkpoint.safetensors`.
@@ -266,7 +267,7 @@ def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, se
                    train_subset=train_subset, test_subset=test_subset, progress=progress)  # fmt: skip
     if ds.check is not None:
         log(ds.check.format(limit=5))
-    init_source = "scratch" if custom else resolve_init(init, base.model, ds, log)
+    init_source = "scratch" if custom else resolve_init(init, base.model, ds, log, base.init)
     fixed = {k for k, v in overrides.items() if v is not None}  # what the user chose stays as chosen
     recipe, notes = fit_to_data(base, len(ds.train_x), ds.recipe_tuned, init_source != "scratch", fixed)
     for note in notes:

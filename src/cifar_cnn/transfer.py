@@ -23,12 +23,16 @@ AUTO_PRETRAINED_BELOW = 20_000
 PRETRAINED = "pretrained"
 
 
-def resolve_init(init: str, model: str, data: ImageDataset, log: Callable[..., None] = print) -> str:
-    """ "scratch", "pretrained:<model>" or a model file path, from what the user asked for."""
+def resolve_init(init: str, model: str, data: ImageDataset, log: Callable[..., None] = print,
+                 recipe_init: str = "scratch") -> str:  # fmt: skip
+    """ "scratch", "pretrained:<model>" or a model file path, from what the user asked for.
+    `recipe_init`: the recipe's own start (`Recipe.init`), what "auto" means on the data it was tuned for."""
     init = str(init)
     if init == "scratch":
         return "scratch"
     if init == "auto":
+        if data.recipe_tuned and recipe_init == PRETRAINED:
+            return resolve_init(PRETRAINED, model, data, log)
         if data.recipe_tuned or not has_bundled(model) or len(data.train_x) >= AUTO_PRETRAINED_BELOW:
             return "scratch"
         log(f"Fine-tuning from the bundled CIFAR-10 `{model}` weights (the default below "

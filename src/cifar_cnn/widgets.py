@@ -84,7 +84,7 @@ def header_html(clf: Classifier) -> str:
     if card.num_classes > MAX_HEADER_CLASSES:
         names += f" and {card.num_classes - MAX_HEADER_CLASSES} more"
     size = card.input_size
-    return (f"<b>{html.escape(card.model)}</b> ({size}x{size} px input{accuracy}), "
+    return (f"<b>{html.escape(card.name)}</b> ({size}x{size} px input{accuracy}), "
             f"{card.num_classes} classes: {names}")  # fmt: skip
 
 

@@ -124,7 +124,7 @@ def create_app(
     @app.get("/v1/models", response_model=list[schemas.ModelInfo])
     async def models():
         card = clf.card
-        return [{"name": card.model, "classes": card.classes, "num_classes": card.num_classes,
+        return [{"name": card.name, "architecture": card.model, "classes": card.classes, "num_classes": card.num_classes,
                  "accuracy": card.accuracy, "accuracy_label": card.accuracy_label,
                  "input_size": [3, card.input_size, card.input_size],
                  "resize": card.resize, "temperature": card.temperature,
@@ -249,7 +249,7 @@ def _document_guards(doc: dict, *, api_key: bool, rate_limited: bool) -> None:
 def _description(clf: Classifier) -> str:
     card, s = clf.card, clf.input_size
     shown = ", ".join(card.classes[:20]) + (f" and {card.num_classes - 20} more" if card.num_classes > 20 else "")
-    return (f"Image classification with the model `{card.model}` ({card.num_classes} classes: {shown}). "
+    return (f"Image classification with the model `{card.name}` ({card.num_classes} classes: {shown}). "
             f"Upload images of any size and format to `/v1/predict`; each is resized to the model's {s}x{s} "
             "input and answered with its top-k labels and calibrated probabilities. `/v1/models` describes "
             "the model. Errors are JSON objects with an `error` message.")  # fmt: skip

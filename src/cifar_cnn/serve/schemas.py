@@ -46,7 +46,8 @@ class ExplanationBody(PredictionBody):
 
 
 class ModelInfo(BaseModel):
-    name: str
+    name: str  # what the model is called: its recipe where that names a variant ("robust"), else architecture
+    architecture: str  # the registry network ("fast", "keras_cnn"...) or "custom"
     classes: list[str]
     num_classes: int
     accuracy: float | None
