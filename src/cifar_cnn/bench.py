@@ -369,7 +369,8 @@ def profile_training(recipe_name: str = "fast", steps: int = 4, out_dir: str | P
     sort = "cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=sort, row_limit=25)
     hw = describe(device)
-    header = f"Profile of {steps} training steps of '{recipe_name}' (batch {len(x)}) on {hw.get('gpu', hw['cpu'])}, {_now()}\n"
+    header = (f"Profile of {steps} training steps of '{recipe_name}' (batch {len(x)}) on {hw.get('gpu', hw['cpu'])} "
+              f"({'bf16 autocast' if run.bf16 else 'fp32'}, {torch.get_num_threads()} threads), {_now()}\n")  # fmt: skip
     path = Path(out_dir) / f"profile-{recipe_name}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + table)
