@@ -46,7 +46,15 @@ def test_profile_writes_an_operator_table(tmp_path):
     path = profile_training("keras_cnn", steps=2, out_dir=tmp_path)
     text = path.read_text()
     assert "Self CPU" in text and "convolution" in text and "(batch 128)" in text
+    assert ("(fp32, " in text or "(bf16 autocast, " in text) and " threads)" in text  # what it ran in, on record
     assert "Optimizer.step#Adam.step" in text or "adam" in text.lower()  # the trainer's own step, optimizer included
+
+
+def test_bench_refuses_a_file_as_its_results_folder_before_working(tmp_path, capsys):
+    taken = tmp_path / "results"
+    taken.write_text("not a folder")
+    assert main(["bench", "--profile", "--out", str(taken)]) == 2  # a usage error, as elsewhere
+    assert "is a file: give a folder" in capsys.readouterr().err
 
 
 def test_inference_backends_run_the_same_model(model_file):

@@ -381,6 +381,8 @@ def _format_prediction(p) -> str:
 def cmd_bench(args) -> int:
     from cifar_cnn.bench import bench, inference_backends, profile_training
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():  # say so before minutes of work, not after
+        raise CifarCnnError(f"--out {args.out} is a file: give a folder for the results")
     if args.profile:
         path = profile_training(args.recipe, out_dir=args.out)
         print(path.read_text())
