@@ -57,9 +57,23 @@ def test_bench_refuses_a_file_as_its_results_folder_before_working(tmp_path, cap
     assert "is a file: give a folder" in capsys.readouterr().err
 
 
-def test_inference_backends_run_the_same_model(model_file):
-    from cifar_cnn.bench import inference_backends
+def test_inference_paths_run_the_same_model(model_file, tmp_path, capsys):
+    from cifar_cnn.backends import inference_backends
 
-    result = inference_backends(str(model_file), batch=64, repeats=1)
-    assert result["model"] == "keras_cnn" and {"pytorch_fp32", "onnxruntime_fp32"} <= set(result)
-    assert result["onnxruntime_max_abs_diff"] < 1e-4  # same probabilities from ONNX Runtime and PyTorch
+    result = inference_backends(str(model_file), batch=64, repeats=1, latency_calls=3, test_images=200,
+                                calibration_images=100)  # fmt: skip
+    paths = result["paths"]
+    assert result["model"] == "keras_cnn"
+    # CIFAR-10's class names: measured on its test images where the data is found, else on random ones
+    assert result["test_images"] in (0, 200)
+    assert all(("accuracy" in row) == bool(result["test_images"]) for row in paths.values() if "skipped" not in row)
+    assert {"pytorch_fp32", "torchscript_frozen", "onnxruntime_fp32", "onnxruntime_int8"} <= set(paths)
+    assert paths["pytorch_fp32"]["agreement"] == 1.0
+    for name in ("torchscript_frozen", "onnxruntime_fp32"):  # the same graph: the same probabilities
+        assert paths[name]["max_abs_diff"] < 1e-4, name
+    int8 = paths["onnxruntime_int8"]  # quantized: close, not equal
+    assert 0 < int8["max_abs_diff"] < 0.5 and int8["images_per_second"] > 0 and int8["latency_ms"] > 0
+    assert main(["bench", "--inference", str(model_file), "--out", str(tmp_path)]) == 0
+    written = list(tmp_path.glob("inference-keras_cnn-*.md"))
+    assert len(written) == 1 and "onnxruntime_int8" in written[0].read_text()
+    assert json.loads(written[0].with_suffix(".json").read_text())["paths"].keys() == paths.keys()

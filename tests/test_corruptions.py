@@ -1,11 +1,13 @@
 """CIFAR-10-C corruptions (corruptions.py), the photo pipeline, and robustness evaluation with its cache."""
 
 import colorsys
+import dataclasses
 import itertools
 import json
 
 import numpy as np
 import pytest
+import torch
 
 from cifar_cnn import corruptions
 from cifar_cnn.cli import main
@@ -148,6 +150,12 @@ def test_corruption_accuracy_is_cached(model_file, monkeypatch):
     assert sum(calls) == 6 * 12 and fresh.to_dict()["accuracy"] == first.to_dict()["accuracy"]
     with pytest.raises(ValueError, match="input size"):
         corruption_accuracy(clf, photo_like(2, size=40), labels[:2], **kwargs)
+    # A refitted "none of these" detector changes no prediction: the cache still holds.
+    clf.card = dataclasses.replace(clf.card, novelty={**clf.card.novelty, "threshold": 123.0})
+    calls.clear()
+    assert corruption_accuracy(clf, images, labels, severities=[1, 5], **kwargs).cached and calls == []
+    torch.nn.init.zeros_(next(clf.model.parameters()))  # other weights: computed anew
+    assert not corruption_accuracy(clf, images, labels, severities=[1], **kwargs).cached
 
 
 def test_cli_evaluate_corruptions_then_report(model_file, tiny_archive, tmp_path, capsys):

@@ -11,6 +11,7 @@ from cifar_cnn.preprocess import (
     batch_cutout,
     batch_flip,
     batch_noise,
+    batch_patch_shuffle,
     batch_translate,
     reflect_pad,
     to_tensor,
@@ -137,3 +138,16 @@ def test_blur_smooths_the_chosen_images():
     assert torch.equal(out[~blurred], x[~blurred])
     flat = torch.full((2, 3, 32, 32), 0.7)
     torch.testing.assert_close(batch_blur(flat, 1.0, torch.Generator()), flat)  # a flat image stays flat
+
+
+def test_patch_shuffle_deals_out_the_batchs_own_patches():
+    x = torch.arange(6 * 3 * 32 * 32, dtype=torch.float32).view(6, 3, 32, 32)  # every pixel value unique
+    out = batch_patch_shuffle(x, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(out, batch_patch_shuffle(x, 4, torch.Generator().manual_seed(0)))  # seeded
+    assert out.shape == x.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out.flatten().sort().values, x.flatten().sort().values)  # the same pixels, rearranged
+    patches = out.view(6, 3, 4, 8, 4, 8).permute(0, 2, 4, 1, 3, 5).reshape(-1, 3, 8, 8)
+    sources = (patches[:, 0, 0, 0] // (3 * 32 * 32)).long()  # the image each 8x8 patch came from
+    assert all(len(set(sources[i * 16 : (i + 1) * 16].tolist())) > 1 for i in range(6))  # mosaics of several
+    top_left = x.view(6, 3, 4, 8, 4, 8).permute(0, 2, 4, 1, 3, 5).reshape(-1, 3, 8, 8)
+    assert all((top_left == patch).all((1, 2, 3)).any() for patch in patches)  # each patch whole, intact

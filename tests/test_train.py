@@ -152,3 +152,33 @@ def test_compile_without_a_compiler_is_a_clear_error(tiny_data, monkeypatch):
     monkeypatch.setattr(train_module.shutil, "which", lambda name: None)
     with pytest.raises(ValueError, match="C\\+\\+ compiler"):
         train("fast", data=tiny_data, epochs=1, progress=False, device="cpu", compile=True)
+
+
+def test_outlier_exposure_pulls_mosaics_towards_a_flat_answer():
+    """The outliers' loss is cross-entropy to the uniform distribution: trained with it, the
+    network is less sure about patch mosaics than trained without. Two classes the mosaics break
+    up: bright top and dark bottom, or the reverse."""
+    import numpy as np
+
+    from cifar_cnn.preprocess import batch_patch_shuffle, to_tensor
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(128) % 2
+    x = rng.integers(0, 60, (128, 32, 32, 3)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        x[i, :16] += 180 if label == 0 else 0
+        x[i, 16:] += 180 if label == 1 else 0
+    data = ((x[:96], labels[:96, None]), (x[96:], labels[96:, None]))
+    mosaics = batch_patch_shuffle(to_tensor(x[96:]), generator=torch.Generator().manual_seed(9))
+
+    def mosaic_confidence(result):
+        with torch.no_grad():
+            return torch.softmax(result.model.eval()(mosaics), 1).max(1).values.mean().item()
+
+    kwargs = dict(data=data, epochs=8, batch_size=32, progress=False, seed=0)
+    plain, exposed = train("keras_cnn", **kwargs), train("keras_cnn", outlier_exposure=1.0, **kwargs)
+    assert plain.metrics.accuracy == exposed.metrics.accuracy == 1.0  # both learn the classes
+    assert exposed.card.recipe["outlier_exposure"] == 1.0
+    assert mosaic_confidence(exposed) < mosaic_confidence(plain) - 0.1
+    with pytest.raises(ValueError, match="outlier_exposure"):
+        train("keras_cnn", data=data, epochs=1, progress=False, outlier_exposure=2.0)

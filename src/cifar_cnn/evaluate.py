@@ -213,8 +213,10 @@ class RobustnessResult:
 
 
 def model_fingerprint(clf) -> str:
-    """sha256 of a Classifier's weights and card: the same model file always gives the same one."""
-    h = hashlib.sha256(json.dumps(clf.card.to_dict(), sort_keys=True, default=str).encode())
+    """sha256 of a Classifier's weights and card: the same model file always gives the same one. The
+    card's `novelty` (the uncertain flag's detector) is left out: refitting it changes no accuracy."""
+    card = {k: v for k, v in clf.card.to_dict().items() if k != "novelty"}
+    h = hashlib.sha256(json.dumps(card, sort_keys=True, default=str).encode())
     for name, tensor in sorted(clf.model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())

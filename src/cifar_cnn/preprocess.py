@@ -139,3 +139,19 @@ def batch_blur(images: torch.Tensor, fraction: float, generator: torch.Generator
     blurred = F.conv2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), kernel2d, groups=c)
     chosen = (torch.rand(n, generator=generator) < fraction).to(images.device).view(n, 1, 1, 1)
     return torch.where(chosen, blurred, images).contiguous(memory_format=torch.channels_last)
+
+
+def batch_patch_shuffle(images: torch.Tensor, grid: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Outliers made of the batch itself: every image cut into grid x grid patches, and the
+    patches of the whole batch dealt out again at random, so each new image is a mosaic of
+    training-image textures from several images with no object in it. Outlier exposure (Hendrycks
+    et al. 2019) teaches the network to answer such images with a flat distribution."""
+    n, c, h, w = images.shape
+    ph, pw = h // grid, w // grid
+    x = images[:, :, : ph * grid, : pw * grid].contiguous()
+    patches = x.view(n, c, grid, ph, grid, pw).permute(0, 2, 4, 1, 3, 5).reshape(n * grid * grid, c, ph, pw)
+    patches = patches[torch.randperm(len(patches), generator=generator).to(images.device)]
+    mosaic = patches.view(n, grid, grid, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, ph * grid, pw * grid)
+    out = images.clone()
+    out[:, :, : ph * grid, : pw * grid] = mosaic
+    return out.contiguous(memory_format=torch.channels_last)

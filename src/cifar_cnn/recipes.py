@@ -25,6 +25,9 @@ class Recipe:
     color_jitter: float = 0.0  # per image: saturation, brightness, contrast x [1 - j, 1 + j] (0: off)
     noise: float = 0.0  # fraction of training images with Gaussian pixel noise (sigma up to 0.1)
     blur: float = 0.0  # fraction of training images blurred (Gaussian, sigma 0.5 to 1.5)
+    # Outlier exposure: this many patch-shuffled mosaics per training image are added to each
+    # batch, their loss pulling the output towards uniform (weight OUTLIER_WEIGHT in train.py).
+    outlier_exposure: float = 0.0
     whiten_bias_epochs: float = 0.0  # airbench: train the whitening stem's bias only this long
     warmup: float = 0.0  # fraction of steps with linear lr warmup (adam)
     tta: int = 0  # test-time augmentation: 0 none, 1 mirror, 2 mirror + translate
@@ -43,8 +46,13 @@ class Recipe:
             raise ValueError(f"recipe {self.name!r}: tta must be 0, 1 or 2; translate, cutout, holdout >= 0")
         if self.init not in ("scratch", "pretrained"):
             raise ValueError(f"recipe {self.name!r}: init must be 'scratch' or 'pretrained', not {self.init!r}")
-        if not (0 <= self.color_jitter < 1 and 0 <= self.noise <= 1 and 0 <= self.blur <= 1):
-            raise ValueError(f"recipe {self.name!r}: color_jitter in [0, 1), noise and blur fractions in [0, 1]")
+        if not (
+            0 <= self.color_jitter < 1
+            and 0 <= self.noise <= 1
+            and 0 <= self.blur <= 1
+            and 0 <= self.outlier_exposure <= 1
+        ):
+            raise ValueError(f"recipe {self.name!r}: color_jitter in [0, 1); noise, blur, outlier_exposure in [0, 1]")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -45,6 +45,7 @@ from cifar_cnn.preprocess import (
     batch_cutout,
     batch_flip,
     batch_noise,
+    batch_patch_shuffle,
     batch_translate,
     reflect_pad,
     to_tensor,
@@ -55,6 +56,7 @@ from cifar_cnn.transfer import load_matching, resolve_init
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 MODEL_NAME = "model.safetensors"
+OUTLIER_WEIGHT = 0.5  # outlier exposure's loss weight (Hendrycks et al. 2019 use 0.5 on CIFAR)
 
 
 @dataclass
@@ -411,10 +413,16 @@ def train_epoch(run: Run, epoch: int) -> dict:
 
 def train_step(run: Run, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, loss, backward, optimizer step. Returns the summed loss and the logits."""
+    n_out = int(len(inputs) * run.recipe.outlier_exposure)
+    if n_out:  # outlier exposure: mosaics of this batch's patches, in the same forward pass
+        inputs = torch.cat([inputs, batch_patch_shuffle(inputs, generator=run.generator)[:n_out]])
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
         logits = run.net(inputs)
+    logits, outlier_logits = logits[: len(labels)], logits[len(labels) :]
     loss = F.cross_entropy(logits.float(), labels, weight=run.class_weight,
                            label_smoothing=run.recipe.label_smoothing, reduction="sum")  # fmt: skip
+    if n_out:  # cross-entropy to the uniform distribution, summed like the loss above
+        loss = loss - OUTLIER_WEIGHT * F.log_softmax(outlier_logits.float(), 1).mean(1).sum()
     # DDP averages gradients over processes: scale a summed loss back up to the global sum.
     (loss * run.ctx.world_size if run.opts.loss_reduction == "sum" else loss / len(labels)).backward()
     run.opts.step(run.state["step"])
