@@ -248,7 +248,7 @@ def corruption_accuracy(clf, images: np.ndarray, labels: np.ndarray, corruptions
         corruptions: names from `corruptions.CORRUPTIONS` (default: all 15).
         subset: only the first `subset` images.
         cache: reuse and extend the results saved under `cache_dir()/robustness/`, keyed by the
-            model's weights and card, the images and labels, the seed, tta and the corruption code's
+            model's weights and card (but its detector), the images and labels, the seed, tta and the corruption code's
             version. Each number is saved as soon as it is computed, so an interrupted run resumes.
             False recomputes everything (and saves it).
         compute: False only reads the cache: None unless every number asked for is there.
