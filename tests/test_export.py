@@ -118,3 +118,28 @@ def test_export_summary_and_unknown_format(folder_model_64, tmp_path):
     path = tmp_path / "fake.onnx"
     path.write_bytes(b"x")
     assert "(N, 64, 64, 3)" in export_summary(clf, path) and "3 classes" in export_summary(clf, path)
+
+
+def test_int8_onnx_agrees_with_pytorch_on_real_images(images, tmp_path):
+    """The bundled default quantized on CIFAR-10 training images gives the same top-1 answers."""
+    out = tmp_path / "robust.int8.onnx"
+    assert main(["export", "--format", "onnx-int8", "--out", str(out)]) == 0
+    clf = load()
+    probs, _ = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"images": images})
+    expected = clf.predict_proba(images, tta=0, bf16=False)
+    assert (probs.argmax(1) == expected.argmax(1)).mean() >= 0.95
+    assert np.abs(probs - expected).max() > 0  # quantized: not the fp32 graph
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["classes"]) == clf.classes and meta["quantization"].startswith("int8")
+    nodes = onnx.load(str(out)).graph.node
+    assert any(n.op_type == "QuantizeLinear" for n in nodes)
+
+
+def test_int8_export_of_a_folder_model_needs_its_images(folder_model_64, own_folder, tmp_path, capsys):
+    out = tmp_path / "m.int8.onnx"
+    assert main(["export", str(folder_model_64), "--format", "onnx-int8", "--out", str(out)]) == 2
+    assert "--calibration FOLDER" in capsys.readouterr().err and not out.exists()
+    calibrate = ["--calibration", str(own_folder), "--out", str(out)]
+    assert main(["export", str(folder_model_64), "--format", "onnx-int8", *calibrate]) == 0 and out.exists()
+    assert main(["export", str(folder_model_64), "--calibration", str(own_folder), "--out", str(out)]) == 2
+    assert "--calibration is for --format onnx-int8" in capsys.readouterr().err

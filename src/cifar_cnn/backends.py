@@ -11,11 +11,8 @@ and calibrated softmax included, so the numbers are what a caller of that path g
                         oneDNN folds BatchNorm into the convolutions and fuses activations
     onnxruntime_fp32    the exported ONNX graph in ONNX Runtime's CPU provider
     onnxruntime_int8    that graph statically quantized (QDQ, per-channel int8 weights, uint8
-                        activations) with ONNX Runtime's quantizer, calibrated on training images;
-                        convolutions and matrix products only, and the first convolution kept
-                        in float: airbench's whitening stem (PCA filters scaled by 1/sqrt of the
-                        eigenvalues) spreads its outputs over a range 8 bits cannot hold (all
-                        quantized: 43% on CIFAR-10; the stem in float: the fp32 accuracy)
+                        activations), `export.export_onnx_int8`: what `cifar-cnn export
+                        --format onnx-int8` writes, calibrated on training images
 
 Per path: batched images/s, one-image latency (median of `latency_calls` calls, no test-time
 augmentation), and, where CIFAR-10 and the model's classes allow, top-1 accuracy on the first
@@ -26,7 +23,6 @@ differently, hence the last two columns.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import statistics
 import tempfile
@@ -45,7 +41,7 @@ InferenceFn = Callable[[np.ndarray], np.ndarray]  # uint8 images -> probabilitie
 
 def _paths(clf, workdir: Path, calibration: np.ndarray) -> dict[str, InferenceFn | str]:
     """Each inference path as a function, or a string saying why it is not available here."""
-    from cifar_cnn.export import export_onnx, export_torchscript
+    from cifar_cnn.export import export_onnx, export_onnx_int8, export_torchscript
 
     paths: dict[str, InferenceFn | str] = {"pytorch_fp32": lambda x: clf.predict_proba(x, tta=0, bf16=False)}
     if use_bf16(torch.device("cpu")):
@@ -65,7 +61,6 @@ def _paths(clf, workdir: Path, calibration: np.ndarray) -> dict[str, InferenceFn
         paths["torchscript_frozen"] = f"not available: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     try:
         import onnxruntime as ort
-        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     except ImportError:
         paths["onnxruntime_fp32"] = paths["onnxruntime_int8"] = (
             "onnxruntime not installed (pip install 'cifar-cnn[export]')"
@@ -73,27 +68,7 @@ def _paths(clf, workdir: Path, calibration: np.ndarray) -> dict[str, InferenceFn
         return paths
     fp32 = export_onnx(clf, workdir / "model.onnx")
 
-    class Calibration(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"images": calibration[i : i + 100]} for i in range(0, len(calibration), 100)])
-
-        def get_next(self) -> dict | None:
-            return next(self.batches, None)
-
-    import onnx
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    prepared, int8 = workdir / "model.prepared.onnx", workdir / "model.int8.onnx"
-    root = logging.getLogger()
-    level, root.level = root.level, logging.ERROR  # the quantizer's advice goes to the root logger
-    try:  # BatchNorm folded into the convolutions first (ONNX Runtime's graph optimizer)
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
-        quantize_static(str(prepared), str(int8), Calibration(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv", "MatMul", "Gemm"], nodes_to_exclude=convs[:1])  # fmt: skip
-    finally:
-        root.setLevel(level)
+    int8 = export_onnx_int8(clf, workdir / "model.int8.onnx", calibration)
     for name, file in (("onnxruntime_fp32", fp32), ("onnxruntime_int8", int8)):
         session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
         paths[name] = lambda x, s=session: s.run(None, {"images": np.ascontiguousarray(x)})[0]
