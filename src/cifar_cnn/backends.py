@@ -99,9 +99,8 @@ def _latency_ms(fn: InferenceFn, image: np.ndarray, calls: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def _cifar10_for(clf, n_test: int, n_calibration: int):
-    """(calibration training images, test images, test labels) when the model has CIFAR-10's classes
-    and the data is found, else None."""
+def _cifar10_test(clf, n_test: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(test images, labels) when the model has CIFAR-10's classes and the data is found, else None."""
     from cifar_cnn.datasets import cifar10
 
     try:
@@ -110,41 +109,44 @@ def _cifar10_for(clf, n_test: int, n_calibration: int):
         return None
     if list(ds.classes) != list(clf.card.classes) or clf.input_size != ds.test_x.shape[1]:
         return None
-    pick = np.random.default_rng(0).permutation(len(ds.train_x))[:n_calibration]
-    return ds.train_x[pick], ds.test_x, np.asarray(ds.test_y).ravel()
+    return ds.test_x, np.asarray(ds.test_y).ravel()
 
 
 def inference_backends(model_path: str | None = None, batch: int = 1000, repeats: int = 3, latency_calls: int = 100,
                        test_images: int = 2000, calibration_images: int = 500) -> dict:  # fmt: skip
     """Measure every inference path of `model_path` (default: the bundled default model)."""
+    from cifar_cnn.export import calibration_images as training_images  # the parameter has its name
     from cifar_cnn.predict import load
 
     clf = load(model_path)
     rng = np.random.default_rng(0)
     s = clf.input_size
-    data = _cifar10_for(clf, test_images, calibration_images)
-    calibration = data[0] if data else rng.integers(0, 256, (calibration_images, s, s, 3), dtype=np.uint8)
-    images = data[1][:batch] if data and len(data[1]) >= batch else rng.integers(0, 256, (batch, s, s, 3), np.uint8)
+    data = _cifar10_test(clf, test_images)
+    try:  # what `cifar-cnn export --format onnx-int8` calibrates on
+        calibration, calibrated_on = training_images(clf, n=calibration_images), "CIFAR-10 training images"
+    except CifarCnnError:
+        calibration = rng.integers(0, 256, (calibration_images, s, s, 3), dtype=np.uint8)
+        calibrated_on = "random images (no CIFAR-10 for this model)"
+    images = data[0][:batch] if data and len(data[0]) >= batch else rng.integers(0, 256, (batch, s, s, 3), np.uint8)
     result: dict = {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "model": clf.name,
                     "model_path": str(model_path or "bundled default"), "batch": batch, "latency_calls": latency_calls,
                     "hardware": describe(torch.device("cpu")),
-                    "calibration": f"{len(calibration)} CIFAR-10 training images" if data else
-                    f"{len(calibration)} random images (no CIFAR-10 for this model)",
-                    "test_images": len(data[1]) if data else 0, "paths": {}}  # fmt: skip
+                    "calibration": f"{len(calibration)} {calibrated_on}", "test_images": len(data[0]) if data else 0,
+                    "paths": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         paths = _paths(clf, Path(tmp), calibration)
-        reference = clf.predict_proba(data[1] if data else images, tta=0, bf16=False)
+        reference = clf.predict_proba(data[0] if data else images, tta=0, bf16=False)
         for name, fn in paths.items():
             if isinstance(fn, str):
                 result["paths"][name] = {"skipped": fn}
                 continue
             row = {"images_per_second": _images_per_second(fn, images, repeats),
                    "latency_ms": _latency_ms(fn, images[:1], latency_calls)}  # fmt: skip
-            probs = fn(data[1] if data else images)
+            probs = fn(data[0] if data else images)
             row["agreement"] = float((probs.argmax(1) == reference.argmax(1)).mean())
             row["max_abs_diff"] = float(np.abs(probs - reference).max())
             if data:
-                row["accuracy"] = float((probs.argmax(1) == data[2]).mean())
+                row["accuracy"] = float((probs.argmax(1) == data[1]).mean())
             result["paths"][name] = row
     return result
 
