@@ -77,3 +77,12 @@ def test_inference_paths_run_the_same_model(model_file, tmp_path, capsys):
     written = list(tmp_path.glob("inference-keras_cnn-*.md"))
     assert len(written) == 1 and "onnxruntime_int8" in written[0].read_text()
     assert json.loads(written[0].with_suffix(".json").read_text())["paths"].keys() == paths.keys()
+
+
+def test_progressive_resizing_counts_each_epoch_at_its_size():
+    fast = get_recipe("fast")
+    full, evaluation = run_flops(fast, 50000, 10000)
+    half, evaluation_too = run_flops(fast.override(progressive_resize=(0.5, 1.0)), 50000, 10000)
+    assert evaluation == evaluation_too  # tested at full size either way
+    # 4 of 8 epochs at 16 px (a 15x15 stem output instead of 31x31: about a quarter of the work)
+    assert 0.55 < half / full < 0.7, half / full

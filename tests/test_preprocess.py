@@ -151,3 +151,18 @@ def test_patch_shuffle_deals_out_the_batchs_own_patches():
     assert all(len(set(sources[i * 16 : (i + 1) * 16].tolist())) > 1 for i in range(6))  # mosaics of several
     top_left = x.view(6, 3, 4, 8, 4, 8).permute(0, 2, 4, 1, 3, 5).reshape(-1, 3, 8, 8)
     assert all((top_left == patch).all((1, 2, 3)).any() for patch in patches)  # each patch whole, intact
+
+
+def test_resize_downscales_without_aliasing_and_keeps_full_size_untouched():
+    from cifar_cnn.preprocess import batch_resize
+
+    stripes = torch.zeros(2, 3, 32, 32)
+    stripes[..., ::2] = 1.0  # the finest pattern a 32 px image holds
+    small = batch_resize(stripes, 24)
+    assert small.shape == (2, 3, 24, 24) and small.is_contiguous(memory_format=torch.channels_last)
+    # Antialiased: pulled towards grey (0.20 off at most; plain bilinear 0.33, nearest 0.5 = stripes kept).
+    assert (small - 0.5).abs().max() < 0.25
+    assert (batch_resize(stripes, 16) - 0.5).abs().max() < 0.1
+    assert batch_resize(stripes, 32) is stripes
+    half = batch_resize(stripes.to(torch.bfloat16), 16)
+    assert half.dtype == torch.bfloat16

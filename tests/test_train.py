@@ -182,3 +182,46 @@ def test_outlier_exposure_pulls_mosaics_towards_a_flat_answer():
     assert mosaic_confidence(exposed) < mosaic_confidence(plain) - 0.1
     with pytest.raises(ValueError, match="outlier_exposure"):
         train("keras_cnn", data=data, epochs=1, progress=False, outlier_exposure=2.0)
+
+
+def test_progressive_resizing_trains_small_then_full_size(tiny_data, tmp_path, monkeypatch):
+    sizes = []
+    original = train_module.train_step
+
+    def spy(run, inputs, labels):
+        sizes.append(inputs.shape[-1])
+        return original(run, inputs, labels)
+
+    monkeypatch.setattr(train_module, "train_step", spy)
+    result = train("fast", data=tiny_data, epochs=4, batch_size=16, progressive_resize=(0.5, 0.75, 1.0, 1.0),
+                   out_dir=tmp_path, progress=False)  # fmt: skip
+    per_epoch = len(sizes) // 4
+    assert sizes == [16] * per_epoch + [24] * per_epoch + [32] * 2 * per_epoch
+    assert result.card.recipe["progressive_resize"] == (0.5, 0.75, 1.0, 1.0)
+    assert load(result.model_path).predict_proba(tiny_data[1][0][:4]).shape == (4, 10)  # full size at test
+    # The schedule survives the JSON of a checkpoint: resuming continues it (nothing left to run here).
+    resumed = train("fast", data=tiny_data, epochs=4, batch_size=16, progressive_resize=(0.5, 0.75, 1.0, 1.0),
+                    out_dir=tmp_path, resume=True, progress=False)  # fmt: skip
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+
+
+def test_frozen_whitening_bias_skips_its_gradient_with_the_same_weights(tiny_data, monkeypatch):
+    """After whiten_bias_epochs the stem's bias is detached (less backward work): a pure speed-up."""
+    kwargs = dict(data=tiny_data, epochs=3, batch_size=16, whiten_bias_epochs=1, progress=False, seed=1)
+    fast = train("fast", **kwargs)
+    monkeypatch.setattr(train_module, "_forward_options", lambda run: {})
+    full = train("fast", **kwargs)
+    wf, wu = weights(fast.model), weights(full.model)
+    assert all(torch.equal(wf[k], wu[k]) for k in wf)
+
+
+def test_progressive_resize_schedule_follows_the_runs_length():
+    from cifar_cnn.recipes import Recipe, get_recipe
+
+    recipe = get_recipe("fast").override(progressive_resize=(0.625, 0.75, 0.875, 1.0))
+    assert [recipe.train_size(e, 8, 32) for e in range(8)] == [20, 20, 24, 24, 28, 28, 32, 32]
+    assert [recipe.train_size(e, 3, 32) for e in range(3)] == [20, 24, 28]  # a folder's fitted, shorter run
+    assert [recipe.train_size(e, 4, 64) for e in range(4)] == [40, 48, 56, 64]  # fractions of the data's size
+    assert Recipe.from_dict({**recipe.to_dict(), "progressive_resize": [0.5, 1.0]}).progressive_resize == (0.5, 1.0)
+    with pytest.raises(ValueError, match="progressive_resize"):
+        recipe.override(progressive_resize=(0.0, 1.0))

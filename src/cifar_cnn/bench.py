@@ -52,17 +52,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def step_flops(recipe: Recipe, batch_size: int) -> tuple[int, int]:
-    """(training FLOPs of one step, forward FLOPs of one image), counted by torch's FlopCounter."""
+def step_flops(recipe: Recipe, batch_size: int, size: int = 32) -> tuple[int, int]:
+    """(training FLOPs of one step on `size` px images, forward FLOPs of one 32 px image),
+    counted by torch's FlopCounter."""
     model = create_model(recipe.model)
-    x = torch.randn(batch_size, 3, 32, 32)
+    x = torch.randn(batch_size, 3, size, size)
     y = torch.randint(0, 10, (batch_size,))
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(model(x), y).backward()
     train = counter.get_total_flops()
     model.eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x[:1])
+        model(torch.randn(1, 3, 32, 32))
     return train, counter.get_total_flops()
 
 
@@ -72,11 +73,21 @@ def _eval_passes(recipe: Recipe) -> int:
 
 def run_flops(recipe: Recipe, n_train: int, n_test: int) -> tuple[float, float]:
     """(training FLOPs, final-evaluation FLOPs) of a whole run: every training step, then the
-    test-time augmented evaluation of the test set."""
+    test-time augmented evaluation of the test set (progressive resizing: each epoch at its size)."""
     batch = min(recipe.batch_size, n_train)
-    steps = math.ceil(recipe.epochs * (n_train // batch))
-    per_step, per_image = step_flops(recipe, batch)
-    return steps * per_step, n_test * _eval_passes(recipe) * per_image
+    per_epoch = n_train // batch
+    steps = math.ceil(recipe.epochs * per_epoch)
+    n_epochs = math.ceil(steps / per_epoch)
+    counted = 8  # FLOPs are linear in the batch: count a small one, scale to the recipe's
+    per_size: dict[int, float] = {}
+    train = 0.0
+    for epoch in range(n_epochs):
+        size = recipe.train_size(epoch, n_epochs, 32)
+        if size not in per_size:
+            per_size[size] = step_flops(recipe, counted, size)[0] * batch / counted
+        train += min(per_epoch, steps - epoch * per_epoch) * per_size[size]
+    per_image = step_flops(recipe, 1)[1]
+    return train, n_test * _eval_passes(recipe) * per_image
 
 
 def _train_one(recipe: Recipe, seed: int, train_subset, test_subset, save_dir, compile: bool = False) -> dict:

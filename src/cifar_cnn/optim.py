@@ -70,6 +70,7 @@ class Optimizers:
     # held as dicts: Optimizer.load_state_dict (resume) replaces the group dicts.
     schedules: list[tuple[torch.optim.Optimizer, int, float, Callable[[int], float]]]
     loss_reduction: str  # airbench's rates are tuned for a summed loss
+    whiten_steps: int | None = None  # "muon": the step from which the whitening bias is frozen
 
     def step(self, step: int) -> None:
         for opt, index, base_lr, multiplier in self.schedules:
@@ -121,7 +122,7 @@ def _muon(model: nn.Module, recipe: Recipe, total_steps: int, steps_per_epoch: i
     schedules += [(muon, 0, recipe.lr, decay)]
     # The whitening bias trains only early on: its lr reaches zero after `whiten_steps` and stays
     # there, which freezes it without changing which parameters get gradients (DDP needs that).
-    return Optimizers([sgd, muon], schedules, loss_reduction="sum")
+    return Optimizers([sgd, muon], schedules, loss_reduction="sum", whiten_steps=whiten_steps)
 
 
 def _adam(model: nn.Module, recipe: Recipe, total_steps: int) -> Optimizers:

@@ -66,6 +66,15 @@ def batch_translate(padded: torch.Tensor, size: int, generator: torch.Generator 
     return out
 
 
+def batch_resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Downscale a batch to size x size for progressive resizing: bilinear with antialiasing, so
+    a smaller image looks like the same scene seen from further away rather than an aliased one."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.to(images.dtype).contiguous(memory_format=torch.channels_last)
+
+
 def reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:
     return F.pad(images, (pad,) * 4, mode="reflect") if pad > 0 else images
 
