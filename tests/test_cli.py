@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import cifar_cnn
 from cifar_cnn.cli import main
 
 
@@ -89,3 +90,21 @@ def test_unwritable_output(tmp_path, capsys, tiny_archive):
         ["train", "--recipe", "keras_cnn", "--epochs", "1", "--out", str(blocker / "run"), "--data", str(archive)]
     )
     assert code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_progressive_resize_option(tmp_path, capsys, tiny_archive):
+    archive, _ = tiny_archive
+    out = tmp_path / "run"
+    code = main(["train", "--recipe", "fast", "--epochs", "2", "--batch-size", "16", "--progressive-resize", "0.5,1",
+                 "--out", str(out), "--data", str(archive), "--quiet", "--no-tensorboard"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert tuple(cifar_cnn.load(out).card.recipe["progressive_resize"]) == (0.5, 1.0)
+    # A dense head fixes its input size: refused before training, with the way out.
+    code = main(["train", "--recipe", "keras_cnn", "--progressive-resize", "0.5,1", "--out", str(tmp_path / "k"),
+                 "--data", str(archive), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "16 px" in err and "--progressive-resize off" in err and "Traceback" not in err
+    assert not (tmp_path / "k" / "model.safetensors").exists()
+    with pytest.raises(SystemExit) as bad:
+        main(["train", "--progressive-resize", "0.5,2", "--out", str(tmp_path / "b")])
+    assert bad.value.code == 2 and "fractions of the image side" in capsys.readouterr().err

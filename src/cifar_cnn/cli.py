@@ -38,6 +38,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    """--progressive-resize's value: comma-separated fractions of the image side in (0, 1], or 'off'."""
+    if text.strip().lower() in ("off", "none", ""):
+        return ()
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give fractions of the image side in (0, 1], e.g. 0.625,0.75,1")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cifar_cnn import __version__
 
@@ -63,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=float, help="override the recipe's number of epochs")
     t.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     t.add_argument("--lr", type=float, help="override the recipe's learning rate")
+    t.add_argument("--progressive-resize", type=_fractions, metavar="F1,F2,...", help="train early epochs on "
+                   "smaller images: the run split into equal parts, part i at this fraction of the image side "
+                   "(e.g. 0.625,0.75,1 ; 'off' for full size throughout; the fast_progressive recipe uses one)")  # fmt: skip
     t.add_argument(
         "--compile", action="store_true", help="run training through torch.compile (pays off only on long GPU runs)"
     )
@@ -238,7 +254,7 @@ def cmd_train(args) -> int:
         init=args.init, image_size=args.image_size, val_fraction=args.val_fraction, class_weights=args.class_weights,
         train_subset=args.train_subset, test_subset=args.test_subset, progress=not args.quiet,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, compile=args.compile,
-        tensorboard=not args.no_tensorboard,
+        progressive_resize=args.progressive_resize, tensorboard=not args.no_tensorboard,
     )  # fmt: skip
     import torch.distributed as dist
 

@@ -244,6 +244,25 @@ def load_data(data, recipe: Recipe, *, image_size: int = 32, val_fraction: float
     return from_arrays(data, holdout=recipe.holdout, train_subset=train_subset, test_subset=test_subset)
 
 
+def _check_takes_train_sizes(net: nn.Module, recipe: Recipe, size: int, dev: torch.device) -> None:
+    """Progressive resizing feeds smaller images: refuse now a network whose dense head fixes its
+    input size (keras_cnn), rather than after the data is read and an epoch is spent."""
+    parts = len(recipe.progressive_resize)
+    for side in sorted({recipe.train_size(part, parts, size) for part in range(parts)} - {size}):
+        try:
+            with torch.no_grad():
+                net.eval()
+                net(torch.zeros(2, 3, side, side, device=dev).contiguous(memory_format=torch.channels_last))
+        except RuntimeError as e:
+            raise ValueError(
+                f"progressive resizing trains on {side} px images, which model {recipe.model!r} does not take "
+                f"({str(e).splitlines()[0][:120]}): use a model that pools globally (fast, medium, large), "
+                "or train without it (--progressive-resize off)"
+            ) from None
+        finally:
+            net.train()
+
+
 def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, seed=0, resume=False, device=None,
             image_size=32, val_fraction=0.2, class_weights=False, train_subset=None, test_subset=None,
             progress=True, compile=False, tensorboard=True, on_epoch=None, **overrides) -> Run:  # fmt: skip
@@ -292,6 +311,7 @@ def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, se
     else:
         net = create_model(recipe.model, num_classes=ds.num_classes, input_size=ds.input_size, **model_kwargs)
     net = net.to(dev, memory_format=torch.channels_last)
+    _check_takes_train_sizes(net, recipe, ds.input_size, dev)
     if init_source != "scratch":
         log(load_matching(net, init_source, ds.classes))
     elif hasattr(net, "init_whiten"):
