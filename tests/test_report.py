@@ -10,7 +10,7 @@ from cifar_cnn.cli import main
 from cifar_cnn.data import CLASS_NAMES
 from cifar_cnn.datasets import labelled_images
 from cifar_cnn.errors import DataError
-from cifar_cnn.ood import auroc, out_of_distribution_set
+from cifar_cnn.ood import auroc, composition, out_of_distribution_set
 from cifar_cnn.predict import load
 from cifar_cnn.report import build_report, most_confused, per_class_scores, wilson_interval
 
@@ -62,7 +62,12 @@ def test_auroc():
 
 def test_ood_set_is_varied():
     x = out_of_distribution_set(n_synthetic=70, crops_per_image=5)
-    assert x.dtype == np.uint8 and x.shape[1:] == (32, 32, 3) and len(x) > 100
+    # Which photo sources exist depends on the machine (scikit-image, Debian's backgrounds), so
+    # the count is checked against the composition it reports; matplotlib's are always there.
+    made = composition(crops_per_image=5, n_synthetic=70)
+    assert x.dtype == np.uint8 and x.shape[1:] == (32, 32, 3)
+    assert len(x) == sum(n for per_source in made.values() for n in per_source.values())
+    assert made["natural"]["matplotlib sample_data"] == 6 and len(x) > 70 + 6 + 5
     assert len({img.tobytes() for img in x}) > 0.9 * len(x)
 
 
