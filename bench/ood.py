@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -156,7 +157,7 @@ def main() -> None:
     kinds = np.arange(len(ood_images["synthetic"])) % len(SYNTHETIC_KINDS)
     rows = []
     for score in args.scores:
-        if score in ("stage", "combined") and "stage" not in train[0]:
+        if score in ("stage", "combined", "combined_knn") and "stage" not in train[0]:
             continue
         for k in args.knn_k if score == "knn" else [KNN_K]:
             rows.append(evaluate_score(score, train, val, (test_l, test_f), sets, kinds, clf, k, stage))
@@ -165,7 +166,7 @@ def main() -> None:
     if args.save_detector:
         from cifar_cnn.novelty import fit_detector
 
-        score = DEFAULT_SCORE if "stage" in train[0] else "mahalanobis_l2"
+        score = DEFAULT_SCORE if "stage" in train[0] else "knn"
         detector = fit_detector(score, train, val, clf.card.num_classes, clf.temperature, stage=stage)
         flagged = float((detector.scores(test_l, test_f, clf.temperature) > detector.threshold).mean())
         save_with_detector(args.model, Path(args.save_detector), detector, flagged)
@@ -182,7 +183,7 @@ def main() -> None:
         "stored_flag": stored_flag(clf, {"cifar10_test": (test_l, test_f), **sets}),
     }  # fmt: skip
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-    out = Path(args.out) / f"ood-{cpu.lower().replace(' ', '-')[:24]}-{stamp}"
+    out = Path(args.out) / f"ood-{re.sub(r'[^a-z0-9]+', '-', cpu.lower()).strip('-')[:24]}-{stamp}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     out.with_suffix(".md").write_text(markdown(result))

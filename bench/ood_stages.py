@@ -1,6 +1,7 @@
 """Which feature map should the `combined` novelty score read besides the penultimate features?
 
     .venv/bin/python bench/ood_stages.py robust        # or fast, or a model file
+    .venv/bin/python bench/ood_stages.py robust --in-class DIR   # + real photos of the ten classes
 
 `novelty.py`'s `combined` sums three standardized parts: the L2-normalized penultimate features'
 Mahalanobis distance (ml2), minus their log length (fn), and the Mahalanobis distance of one
@@ -16,7 +17,11 @@ that went through predict's resize path. A score that reads how a picture was ma
 32-pixel JPEG blur against a sharp downscaled photo) rather than what it shows separates the
 sets just as well and flags every user's cat. Offline, the only such photo is scikit-image's
 `chelsea` (a cat, left out of the natural set): 60 random crops (55-100% of the shorter side,
-re-encoded as JPEG 90), plus the first 2,000 test images through the photo pipeline.
+re-encoded as JPEG 90), plus the first 2,000 test images through the photo pipeline. With
+`--in-class DIR`, a labelled folder of real photos of the ten classes (`bench/in_class_photos.py`
+makes one of 216 from ImageNet's sample photos), it also gives the flag rate on them (overall and
+averaged over classes) and the AUROC of those photos against the natural out-of-distribution
+photos: the question a user's picture actually poses.
 
 Writes bench/results/ood-stages-<model>-<cpu>-<timestamp>.md.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -82,13 +88,23 @@ def main() -> None:
     from cifar_cnn.novelty import _normalized, _precision, _squared_distances
     from cifar_cnn.ood import auroc, composition, out_of_distribution_sets
 
-    model = sys.argv[1] if len(sys.argv) > 1 else "robust"
+    args = sys.argv[1:]
+    in_class = None
+    if "--in-class" in args:
+        i = args.index("--in-class")
+        in_class = args[i + 1]
+        del args[i : i + 2]
+    model = args[0] if args else "robust"
     clf = load(model)
     ds = cifar10(holdout=int(clf.card.recipe.get("holdout", 1000)), verbose=False)
     pick = np.sort(np.random.default_rng(0).permutation(len(ds.train_x))[:10_000])
     images = {"train": ds.train_x[pick], "val": ds.val_x, "test": ds.test_x,
               **out_of_distribution_sets(size=clf.input_size),
               "photo pipeline": photo_pipeline(ds.test_x[:2000], load=clf.load_image), "chelsea": chelsea_crops(clf)}  # fmt: skip
+    if in_class:
+        from cifar_cnn.datasets import labelled_images
+
+        images["in-class"], in_class_y, _ = labelled_images(in_class, clf.classes, clf.input_size, progress=False)
     t0 = time.perf_counter()
     raw = {k: predict_logits(_Taps(clf.model), clf.preprocess(v), tta=clf.tta).double() for k, v in images.items()}
     seconds = time.perf_counter() - t0
@@ -116,6 +132,17 @@ def main() -> None:
     parts["ml2"] = {k: _squared_distances(_normalized(feature("pen")(a)), means, p).min(1).values.numpy()
                     for k, a in raw.items()}  # fmt: skip
     parts["fn"] = {k: -torch.log(feature("pen")(a).norm(dim=1)).numpy() for k, a in raw.items()}
+    t = clf.temperature
+    parts["energy"] = {k: (-t * torch.logsumexp(a[:, :c] / t, 1)).numpy() for k, a in raw.items()}
+    bank = _normalized(feature("pen")(raw["train"][:5000])).float()  # kNN (k=5), as novelty.py's `knn`
+
+    def knn(key: str, a: torch.Tensor) -> np.ndarray:
+        top = (_normalized(feature("pen")(a)).float() @ bank.T).topk(6, dim=1).values
+        # a training image in the bank finds itself first: skip that neighbour
+        own = torch.arange(len(a)) < (len(bank) if key == "train" else 0)
+        return (1 - torch.where(own, top[:, 5], top[:, 4])).double().numpy()
+
+    parts["knn"] = {k: knn(k, a) for k, a in raw.items()}
     for i, layer in enumerate(LAYERS):
         for kind in ("m", "ms", "mlogs"):
             get = feature(kind, i)
@@ -126,10 +153,13 @@ def main() -> None:
     z = {n: {k: (v - s["train"].mean()) / s["train"].std() for k, v in s.items()} for n, s in parts.items()}
     sources = composition()["natural"]
     candidates = [[n] for n in parts] + [["ml2", "fn", n] for n in parts if n.startswith("layers")] + [
-        ["ml2", "fn", "layers.0 mlogs", "layers.1 mlogs", "layers.2 mlogs", "layers.3 mlogs"]]  # fmt: skip
+        ["ml2", "fn", "layers.0 mlogs", "layers.1 mlogs", "layers.2 mlogs", "layers.3 mlogs"],
+        ["ml2", "fn", "layers.2 m", "energy"], ["ml2", "fn", "layers.2 m", "knn"], ["knn", "fn", "layers.2 m"],
+        ["ml2", "fn", "layers.1 m", "layers.2 m"], ["ml2", "fn", "layers.1 ms", "layers.2 ms"]]  # fmt: skip
     head = ["| score | false alarms (test) | AUROC natural | graphics | synthetic | " + " | ".join(sources)
-            + " | flagged: natural | photo pipeline (in-class) | chelsea crops (in-class) |",
-            "|---|" + "---|" * (7 + len(sources))]  # fmt: skip
+            + " | flagged: natural | photo pipeline (in-class) | chelsea crops (in-class) |"
+            + (" real in-class photos: flagged / class-balanced / when right / when wrong | AUROC real in-class vs natural |" if in_class else ""),
+            "|---|" + "---|" * (7 + len(sources) + 2 * bool(in_class))]  # fmt: skip
     rows = []
     for combo in candidates:
         s = {k: sum(z[n][k] for n in combo) for k in raw}
@@ -143,6 +173,12 @@ def main() -> None:
             f"{auroc(-s['test'], -s[k]):.3f}" for k in ("natural", "graphics", "synthetic")) + " | "
             + " | ".join(f"{a:.3f}" for a in per) + " | " + " | ".join(
             f"{(s[k] > thr).mean():.0%}" for k in ("natural", "photo pipeline", "chelsea")) + " |")  # fmt: skip
+        if in_class:
+            flagged = s["in-class"] > thr
+            balanced = np.mean([flagged[in_class_y == k].mean() for k in np.unique(in_class_y)])
+            right = raw["in-class"][:, :c].argmax(1).numpy() == in_class_y
+            rows[-1] += (f" {flagged.mean():.0%} / {balanced:.0%} / {flagged[right].mean():.0%} / "
+                         f"{flagged[~right].mean():.0%} | {auroc(-s['in-class'], -s['natural']):.3f} |")
     from ood import cpu_name  # bench/ood.py
 
     cpu = cpu_name()
@@ -151,14 +187,18 @@ def main() -> None:
         f"TTA {clf.tta}; features of {sum(len(v) for v in images.values()):,} images in {seconds:.0f} s. "
         "ml2: Mahalanobis of L2-normalized penultimate features; fn: minus their log length; "
         "`layers.i` m / ms / mlogs: Mahalanobis of that stage's channel means / means and stds / means "
-        "and log stds; sums of standardized parts. Flagged: share above the threshold (95th percentile "
+        "and log stds; energy: -T logsumexp(logits / T); knn: 1 - cosine similarity to the 5th nearest of "
+        "5,000 training features; sums of standardized parts. Flagged: share above the threshold (95th percentile "
         "of the validation split); in-class photos should be flagged about as often as test images.", "",
+        *([f"Real in-class photos: {len(in_class_y)} from {in_class}; top-1 accuracy "
+           f"{(raw['in-class'][:, :c].argmax(1).numpy() == in_class_y).mean():.1%} (TTA {clf.tta})", ""]
+          if in_class else []),
         *head, *rows]) + "\n"  # fmt: skip
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     out = (
         Path(__file__).parent
         / "results"
-        / f"ood-stages-{Path(model).stem}-{cpu.lower().replace(' ', '-')[:24]}-{stamp}.md"
+        / f"ood-stages-{Path(model).stem}-{re.sub(r'[^a-z0-9]+', '-', cpu.lower()).strip('-')[:24]}-{stamp}.md"
     )
     out.write_text(text)
     print(text)

@@ -13,7 +13,15 @@ import cifar_cnn
 from cifar_cnn.checkpoint import load_tensors, save_tensors
 from cifar_cnn.evaluate import predict_logits
 from cifar_cnn.images import load_image
-from cifar_cnn.novelty import PREFIX, SCORES, STATISTICS, NoveltyDetector, fit_detector, logits_and_features
+from cifar_cnn.novelty import (
+    PREFIX,
+    SCORES,
+    STATISTICS,
+    NoveltyDetector,
+    fit_detector,
+    logits_and_features,
+    novelty_scores,
+)
 from cifar_cnn.ood import (
     SYNTHETIC_KINDS,
     composition,
@@ -45,8 +53,9 @@ def noise_and_flat() -> list[np.ndarray]:
 def test_bundled_model_carries_a_detector(bundled):
     tensors, meta = load_tensors(bundled_path())
     card = bundled.card.novelty
-    assert bundled.detector is not None and card["score"] == "combined" and card["stage"] == "layers.2"
-    assert {f"{PREFIX}{k}" for k in STATISTICS["combined"]} <= set(tensors)
+    assert bundled.detector is not None and card["score"] == "combined_knn" and card["stage"] == "layers.2"
+    assert {f"{PREFIX}{k}" for k in STATISTICS["combined_knn"]} <= set(tensors)
+    assert tensors[PREFIX + "bank"].shape == (5000, 256) and tensors[PREFIX + "bank"].dtype == torch.float16
     assert card["fit_images"] == 10_000 and card["threshold_images"] == 1000 and card["quantile"] == 0.95
     assert card["test_flagged"] <= 0.06  # false alarms on the CIFAR-10 test set, measured when fitted
     assert meta["novelty"] == card
@@ -156,8 +165,8 @@ def test_a_model_without_a_linear_head_falls_back_to_logits():
 
 def test_training_fits_and_stores_a_detector(model_file):
     tensors, meta = load_tensors(model_file)
-    assert meta["novelty"]["score"] == "combined" and meta["novelty"]["stage"] == "5"  # keras_cnn's first block
-    assert {f"{PREFIX}{k}" for k in STATISTICS["combined"]} <= set(tensors)
+    assert meta["novelty"]["score"] == "combined_knn" and meta["novelty"]["stage"] == "5"  # keras_cnn's first block
+    assert {f"{PREFIX}{k}" for k in STATISTICS["combined_knn"]} <= set(tensors)
     clf = load(model_file)
     assert clf.detector is not None
     for p in clf.predict(noise_and_flat()[:4]):
@@ -191,3 +200,26 @@ def test_out_of_distribution_sets():
     assert len(out_of_distribution_set(n_synthetic=14, crops_per_image=2, seed=1, size=40)) == sum(
         map(len, sets.values())
     )
+
+
+def test_combined_knn_is_standardized_on_training_images_outside_its_bank():
+    """A bank image finds itself among its neighbours: standardizing the kNN part on those would
+    make every new image look more novel than training images. New images drawn like the training
+    ones must score, on average, as the standardization says."""
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        labels = torch.as_tensor(rng.integers(0, 4, n))
+        pen = torch.as_tensor(rng.gamma(2, 1, (n, 16)), dtype=torch.float32) + labels[:, None]
+        return {"penultimate": pen, "stage": torch.as_tensor(rng.normal(0, 1, (n, 8)), dtype=torch.float32)}, labels
+
+    train, labels = draw(2000)
+    val, _ = draw(200)
+    detector = fit_detector("combined_knn", (train, labels), (torch.zeros(200, 4), val), 4, 1.0, stage="layers.2")
+    assert detector.stats["bank"].shape == (1000, 16) and detector.info["k"] == 5
+    mean, std = detector.info["standardize"]["knn"]
+    fresh, _ = draw(2000)
+    knn = novelty_scores("knn", torch.empty(0), fresh, 1.0, detector.stats, detector.info)
+    assert abs(knn.mean() - mean) < 0.1 * std
+    on_all = novelty_scores("knn", torch.empty(0), train, 1.0, detector.stats, detector.info)
+    assert on_all.mean() < mean - 0.03 * std  # what standardizing on every training image would have given

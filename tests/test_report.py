@@ -93,7 +93,7 @@ def test_report_numbers_match_direct_computation(model_file, tmp_path):
         png = tmp_path / "r" / f"{name}.png"
         assert png.is_file() and Image.open(png).size[0] > 200
     # trained models carry a novelty detector: the report's AUROC is the flag's own score
-    assert summary["ood_score"] == "novelty detector (combined)"
+    assert summary["ood_score"] == "novelty detector (combined_knn)"
     page = report.html_path.read_text()
     assert "data:image/png;base64," in page and f"{summary['accuracy']:.2%}" in page
     assert "AUROC" in report.text()
