@@ -75,8 +75,14 @@ def run_airbench(source: str | os.PathLike, runs: int = 3, log: Callable[[str], 
                             "of KellerJordan/cifar10-airbench (the `fetch` tool gives one)")  # fmt: skip
     tool = airbench_tool()
     log(f"airbench94_muon x{runs} from {source} via {tool}")
+    import torch
+
+    from cifar_cnn.hardware import allocator_env
+
+    # The same allocator policy as our training, so the ratio measures the recipes, not malloc.
+    env = {**os.environ, **allocator_env(torch.device("cpu"))}
     proc = subprocess.Popen([sys.executable, str(tool), str(source), str(runs)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
+                            stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)  # fmt: skip
     lines: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -91,7 +97,7 @@ def run_airbench(source: str | os.PathLike, runs: int = 3, log: Callable[[str], 
     return {"recipe": "airbench94_muon", "source": str(source), "commit": _commit(source), "tool": str(tool),
             "runs": parsed, "mean_accuracy": statistics.fmean(accuracies),
             "std_accuracy": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-            "seconds": statistics.fmean(seconds)}  # fmt: skip
+            "seconds": statistics.fmean(seconds), "glibc_tunables": env.get("GLIBC_TUNABLES", "")}  # fmt: skip
 
 
 def _commit(source: Path) -> str | None:

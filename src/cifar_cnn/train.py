@@ -33,7 +33,7 @@ from cifar_cnn.checkpoint import load_optimizer_tensors, load_tensors, optimizer
 from cifar_cnn.datasets import ImageDataset, cifar10, from_arrays, image_folder
 from cifar_cnn.errors import CheckpointError, CifarCnnError
 from cifar_cnn.evaluate import Metrics, compute_metrics, predict_logits
-from cifar_cnn.hardware import choose_device, describe, summary_line, use_bf16
+from cifar_cnn.hardware import choose_device, describe, keep_freed_memory, summary_line, use_bf16
 from cifar_cnn.models import accepts, create_model, get_model_config, list_models
 from cifar_cnn.novelty import STAGE_LAYERS, fit_on_training_images, logits_and_features
 from cifar_cnn.optim import Optimizers, make_optimizers
@@ -221,8 +221,9 @@ def train(
                   train_subset=train_subset, test_subset=test_subset, progress=progress, compile=compile,
                   tensorboard=tensorboard, on_epoch=on_epoch, **overrides)  # fmt: skip
     try:
-        fit(run)
-        return finalize(run)
+        with keep_freed_memory(run.device):  # a third of a CPU step was page faults (hardware.py)
+            fit(run)
+            return finalize(run)
     finally:
         if run.runlog:
             run.runlog.close()  # interrupted: the log keeps every finished epoch
