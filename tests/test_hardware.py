@@ -1,5 +1,5 @@
 """The allocator policy of CPU training: freed blocks stay in the heap for the next step (no page
-faults to get them back), glibc's behaviour returns afterwards, and the opt-out works."""
+faults to get them back), the memory goes back afterwards, and the opt-out works."""
 
 import platform
 import resource
