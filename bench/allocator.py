@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -67,7 +66,7 @@ def main() -> None:
         print(json.dumps([measure(args.steps, int(s)) for s in args.sizes.split(",")]))
         return
     sys.path.insert(0, str(Path(__file__).parent))
-    from step_time import cpu_line
+    from step_time import cpu_line, write_result
 
     rows = []
     for rnd in range(args.rounds):
@@ -93,11 +92,7 @@ def main() -> None:
                for p in ("system", "keep")}  # fmt: skip
         lines.append(f"\n{size} px: keep / system = {med['keep']:.2f} / {med['system']:.2f} s = "
                      f"**{med['keep'] / med['system']:.2f}x** (medians over rounds)")
-    cpu = re.sub(r"[^a-z0-9]+", "-", cpu_line().split(" (")[0].lower()).strip("-")
-    path = Path(args.out) / f"alloc-{cpu}-{stamp}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines), f"\nwritten to {path}", sep="\n")
+    write_result(lines, args.out, "alloc", stamp)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,16 @@ def cpu_line() -> str:
             f"{', ' + ', '.join(extra) if extra else ', no AVX-512'}), {torch.get_num_threads()} threads")  # fmt: skip
 
 
+def write_result(lines: list[str], out: str, prefix: str, stamp: str) -> Path:
+    """Print the markdown lines and write them to OUT/<prefix>-<cpu>-<stamp>.md."""
+    cpu = re.sub(r"[^a-z0-9]+", "-", cpu_line().split(" (")[0].lower()).strip("-")
+    path = Path(out) / f"{prefix}-{cpu}-{stamp}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), f"\nwritten to {path}", sep="\n")
+    return path
+
+
 def main() -> None:
     from cifar_cnn.bench import step_flops
     from cifar_cnn.preprocess import batch_resize
@@ -84,11 +94,7 @@ def main() -> None:
     for size, trained, act, secs, flops in rows:
         lines.append(f"| {size} | {'trained' if trained else 'frozen'} | {act} | {secs:.2f} | {secs / base:.2f}x | "
                      f"{flops / 1e9:.0f} | {flops / rows[0][4]:.2f}x |")  # fmt: skip
-    cpu = re.sub(r"[^a-z0-9]+", "-", cpu_line().split(" (")[0].lower()).strip("-")
-    path = Path(args.out) / f"steps-{cpu}-{stamp}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines), f"\nwritten to {path}", sep="\n")
+    write_result(lines, args.out, "steps", stamp)
 
 
 if __name__ == "__main__":
