@@ -33,6 +33,8 @@ def test_bench_writes_valid_results(real_data, tmp_path, capsys):
     report = json.loads(files[0].read_text())
     assert report["recipe"] == "fast" and report["seeds"] == [0, 1]
     assert 0 <= report["mean_accuracy"] <= 1 and report["train_seconds"] > 0
+    # Each run's accuracy is that of the timed (selective TTA) evaluation; the card keeps every view's.
+    assert all(0 <= r["card_accuracy"] <= 1 and r["tta_eval_seconds"] > 0 for r in report["runs"])
     assert report["baseline"]["recipe"] == "keras_cnn" and report["gemm_peak_flops"] > 0
     assert report["hardware"]["cpu"] and report["peak_rss_mib"] > 0
     assert main(["bench", "--seeds", "1", "--epochs", "1", "--train-subset", "400", "--test-subset", "200",
