@@ -25,21 +25,13 @@ import numpy as np
 
 def measure(steps: int, size: int) -> dict:
     import torch
+    from step_time import random_run
 
     from cifar_cnn.hardware import keep_freed_memory
     from cifar_cnn.preprocess import batch_resize
-    from cifar_cnn.recipes import get_recipe
-    from cifar_cnn.train import prepare, train_step
+    from cifar_cnn.train import train_step
 
-    recipe = get_recipe("fast")
-    rng = np.random.default_rng(0)
-    n = recipe.batch_size + recipe.batch_size // 9 + 1
-    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, (n, 1)).astype(np.uint8)
-    run = prepare(recipe, data=((images, labels), (images[:10], labels[:10])), progress=False, tensorboard=False,
-                  epochs=100)  # fmt: skip
-    run.state["step"] = run.opts.whiten_steps
-    x, y = next(run.batches.epoch(0, run.generator))
+    run, x, y = random_run()
     x = batch_resize(x, size)
     with keep_freed_memory(torch.device("cpu")) as policy:
         train_step(run, x, y)
@@ -62,10 +54,10 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
     if args.child:
         print(json.dumps([measure(args.steps, int(s)) for s in args.sizes.split(",")]))
         return
-    sys.path.insert(0, str(Path(__file__).parent))
     from step_time import cpu_line, write_result
 
     rows = []

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -65,10 +64,11 @@ def layer_times(batch: int) -> list[str]:
 
 
 def step_times(rounds: int) -> list[str]:
+    from step_time import random_run
+
     from cifar_cnn.hardware import keep_freed_memory
     from cifar_cnn.models.airbench import ConvGroup
-    from cifar_cnn.recipes import get_recipe
-    from cifar_cnn.train import prepare, train_step
+    from cifar_cnn.train import train_step
 
     def forward(self, x):  # ConvGroup.forward with optional switches to contiguous memory
         if getattr(self, "contiguous_in", False):
@@ -80,19 +80,13 @@ def step_times(rounds: int) -> list[str]:
 
     original = ConvGroup.forward
     ConvGroup.forward = forward
-    recipe = get_recipe("fast")
-    rng = np.random.default_rng(0)
-    n = recipe.batch_size + recipe.batch_size // 9 + 1
-    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, (n, 1)).astype(np.uint8)
     variants = ["all channels_last (train's)", "group 3 contiguous", "from group 2 conv 2 contiguous"]
     seconds: dict[str, list[float]] = {v: [] for v in variants}
     try:
         with keep_freed_memory(torch.device("cpu")):
             for _ in range(rounds):
                 for i, variant in enumerate(variants):
-                    run = prepare(recipe, data=((images, labels), (images[:10], labels[:10])), progress=False,
-                                  tensorboard=False, epochs=100)  # fmt: skip
+                    run, x, y = random_run()  # whitening bias frozen, as in epochs 4 to 8
                     group2, group3 = run.model.layers[2], run.model.layers[3]
                     if i >= 1:
                         group3.contiguous_in = True
@@ -101,8 +95,6 @@ def step_times(rounds: int) -> list[str]:
                     if i == 2:
                         group2.contiguous_mid = True
                         group2.conv2.weight.data = group2.conv2.weight.data.contiguous()
-                    run.state["step"] = run.opts.whiten_steps  # whitening bias frozen, as in epochs 4 to 8
-                    x, y = next(run.batches.epoch(0, run.generator))
                     train_step(run, x, y)  # picks oneDNN's kernels
                     for _ in range(3):
                         t = time.perf_counter()

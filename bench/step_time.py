@@ -49,32 +49,43 @@ def write_result(lines: list[str], out: str, prefix: str, stamp: str) -> Path:
     return path
 
 
+def random_run(whiten_trained: bool = False):
+    """A `fast` training run (the trainer's own `prepare`) on random images, at the step where
+    the whitening bias is still trained or already frozen, and its first batch: (run, x, y)."""
+    from cifar_cnn.recipes import get_recipe
+    from cifar_cnn.train import prepare
+
+    recipe = get_recipe("fast")
+    rng = np.random.default_rng(0)
+    n = recipe.batch_size + recipe.batch_size // 9 + 1
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, (n, 1)).astype(np.uint8)
+    run = prepare(recipe, data=((images, labels), (images[:10], labels[:10])), progress=False, tensorboard=False,
+                  epochs=100)  # fmt: skip
+    run.state["step"] = 0 if whiten_trained else run.opts.whiten_steps
+    x, y = next(run.batches.epoch(0, run.generator))
+    return run, x, y
+
+
 def main() -> None:
     from cifar_cnn.bench import step_flops
     from cifar_cnn.preprocess import batch_resize
     from cifar_cnn.recipes import get_recipe
-    from cifar_cnn.train import prepare, train_step
+    from cifar_cnn.train import train_step
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
     recipe = get_recipe("fast")
-    rng = np.random.default_rng(0)
-    n = recipe.batch_size + recipe.batch_size // 9 + 1
-    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, (n, 1)).astype(np.uint8)
     rows = []
     for size, whiten_trained, activation in VARIANTS:
-        run = prepare(recipe, data=((images, labels), (images[:10], labels[:10])), progress=False,
-                      tensorboard=False, epochs=100)  # fmt: skip
+        run, x, y = random_run(whiten_trained)
         if activation == "relu":
             for module in run.model.modules():
                 for name, child in list(module.named_children()):
                     if isinstance(child, nn.GELU):
                         setattr(module, name, nn.ReLU())
-        run.state["step"] = 0 if whiten_trained else run.opts.whiten_steps
-        x, y = next(run.batches.epoch(0, run.generator))
         x = batch_resize(x, size)
         times = []
         for _ in range(args.steps + 1):  # the first call picks oneDNN's kernels
