@@ -123,3 +123,37 @@ def test_tool_is_found_beside_the_project(monkeypatch, tmp_path):
     project.mkdir(parents=True)
     monkeypatch.chdir(project)
     assert airbench_tool() == tmp_path / "shared" / "tools" / "airbench-cpu"
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", "torch.float32"), ("bf16", "torch.bfloat16")])
+def test_baseline_precision_reaches_the_script(tmp_path, monkeypatch, precision, dtype):
+    """The tool execs the ported script in a new process: fp32 must turn its CPU bf16 autocast
+    off there too (through PYTHONPATH), bf16 must leave it on."""
+    script = tmp_path / "ported.py"
+    script.write_text(textwrap.dedent(f"""\
+        import torch
+        with torch.autocast("cpu", torch.bfloat16):
+            print("DTYPE", (torch.ones(2, 2) @ torch.ones(2, 2)).dtype, flush=True)
+        print({TABLE!r})
+        """))  # fmt: skip
+    tool = tmp_path / "airbench-cpu"
+    tool.write_text(f"import os, sys\nos.execv(sys.executable, [sys.executable, {str(script)!r}])\n")
+    monkeypatch.setenv("CIFAR_CNN_AIRBENCH_TOOL", str(tool))
+    source = tmp_path / "airbench94_muon.py"
+    source.write_text("# your copy\n")
+    logged = []
+    result = run_airbench(source, runs=2, log=logged.append, precision=precision)
+    assert f"  airbench DTYPE {dtype}" in logged
+    assert result["precision"] == precision
+    with pytest.raises(CifarCnnError, match="precision must be one of"):
+        run_airbench(source, runs=2, log=logged.append, precision="fp8")
+
+
+def test_baseline_precision_auto_follows_our_training(fake_tool, tmp_path, monkeypatch):
+    import cifar_cnn.hardware
+
+    source = tmp_path / "airbench94_muon.py"
+    source.write_text("# your copy\n")
+    for native, expected in ((False, "fp32"), (True, "bf16")):
+        monkeypatch.setattr(cifar_cnn.hardware, "use_bf16", lambda device, native=native: native)
+        assert run_airbench(source, runs=2, log=lambda _: None)["precision"] == expected

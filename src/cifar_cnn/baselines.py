@@ -6,7 +6,9 @@ PATH is your copy of KellerJordan/cifar10-airbench (its `airbench94_muon.py`, or
 holding it): the project never contains that code. `../shared/tools/airbench-cpu` (or the script
 named by $CIFAR_CNN_AIRBENCH_TOOL) ports it to the CPU at run time (fp32 parameters, bf16
 autocast, no torch.compile) and runs it on the shared CIFAR-10 copy; its per-epoch table is
-parsed here. Its `time_seconds` counts training and the final test-time-augmented evaluation,
+parsed here. On a CPU without native bf16 our recipes train in fp32 (hardware.use_bf16), where
+bf16 autocast is emulated and about twice as slow: the baseline then runs in fp32 too
+(`precision="auto"`), so the ratio compares recipes at one precision, not emulated bf16 with fp32. Its `time_seconds` counts training and the final test-time-augmented evaluation,
 as upstream does, so ours is compared on the same span: training plus the final TTA evaluation.
 """
 
@@ -16,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -23,6 +26,22 @@ from cifar_cnn.errors import CifarCnnError
 
 TOOL_ENV = "CIFAR_CNN_AIRBENCH_TOOL"
 TOOL_NAME = "airbench-cpu"
+PRECISIONS = ("auto", "bf16", "fp32")
+# Imported first by every Python process of an fp32 baseline run (the tool, and the script it
+# execs), through PYTHONPATH: the port's CPU bf16 autocast regions then run in fp32. The
+# published code itself is untouched.
+FP32_SITECUSTOMIZE = """\
+import torch
+
+
+class _NoCpuAutocast(torch.autocast):
+    def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
+        enabled = enabled and device_type != "cpu"
+        super().__init__(device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
+
+
+torch.autocast = _NoCpuAutocast
+"""
 COLUMNS = ("run", "epoch", "train_acc", "val_acc", "tta_val_acc", "time_seconds")
 
 
@@ -66,9 +85,14 @@ def parse_rows(lines: Iterable[str]) -> list[dict]:
     return [r for r in runs if "accuracy" in r]
 
 
-def run_airbench(source: str | os.PathLike, runs: int = 3, log: Callable[[str], None] = print) -> dict:
+def run_airbench(source: str | os.PathLike, runs: int = 3, log: Callable[[str], None] = print,
+                 precision: str = "auto") -> dict:  # fmt: skip
     """Run the published airbench94_muon `runs` times on this machine (one process) and summarize.
-    Raises CifarCnnError when the tool or the source is missing or the script fails."""
+    `precision`: "bf16" (the port's autocast), "fp32" (autocast off), "auto" (what our training
+    uses on this CPU). Raises CifarCnnError when the tool or the source is missing or the script
+    fails."""
+    if precision not in PRECISIONS:
+        raise CifarCnnError(f"baseline precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     source = Path(source)
     if not source.exists():
         raise CifarCnnError(f"airbench source {source} does not exist: give airbench94_muon.py or a git directory "
@@ -77,10 +101,31 @@ def run_airbench(source: str | os.PathLike, runs: int = 3, log: Callable[[str], 
     log(f"airbench94_muon x{runs} from {source} via {tool}")
     import torch
 
-    from cifar_cnn.hardware import allocator_env
+    from cifar_cnn.hardware import allocator_env, use_bf16
 
+    if precision == "auto":
+        precision = "bf16" if use_bf16(torch.device("cpu")) else "fp32"
     # The same allocator policy as our training, so the ratio measures the recipes, not malloc.
     env = {**os.environ, **allocator_env(torch.device("cpu"))}
+    with tempfile.TemporaryDirectory(prefix="airbench-fp32-") as site:
+        if precision == "fp32":
+            Path(site, "sitecustomize.py").write_text(FP32_SITECUSTOMIZE)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH")) if p)
+        log(f"airbench94_muon in {precision}" + (" (its bf16 autocast turned off, as our training runs here)"
+                                                  if precision == "fp32" else ""))  # fmt: skip
+        lines = _run_tool(tool, source, runs, env, log)
+    parsed = parse_rows(lines)
+    if len(parsed) != runs:
+        raise CifarCnnError(f"airbench printed {len(parsed)} finished runs, expected {runs}")
+    accuracies, seconds = [r["accuracy"] for r in parsed], [r["seconds"] for r in parsed]
+    return {"recipe": "airbench94_muon", "source": str(source), "commit": _commit(source), "tool": str(tool),
+            "runs": parsed, "mean_accuracy": statistics.fmean(accuracies),
+            "std_accuracy": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+            "seconds": statistics.fmean(seconds), "glibc_tunables": env.get("GLIBC_TUNABLES", ""),
+            "precision": precision}  # fmt: skip
+
+
+def _run_tool(tool: Path, source: Path, runs: int, env: dict, log: Callable[[str], None]) -> list[str]:
     proc = subprocess.Popen([sys.executable, str(tool), str(source), str(runs)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)  # fmt: skip
     lines: list[str] = []
@@ -90,14 +135,7 @@ def run_airbench(source: str | os.PathLike, runs: int = 3, log: Callable[[str], 
         log("  airbench " + line.rstrip())
     if proc.wait() != 0:
         raise CifarCnnError(f"airbench exited with status {proc.returncode}: {''.join(lines[-5:]).strip()}")
-    parsed = parse_rows(lines)
-    if len(parsed) != runs:
-        raise CifarCnnError(f"airbench printed {len(parsed)} finished runs, expected {runs}")
-    accuracies, seconds = [r["accuracy"] for r in parsed], [r["seconds"] for r in parsed]
-    return {"recipe": "airbench94_muon", "source": str(source), "commit": _commit(source), "tool": str(tool),
-            "runs": parsed, "mean_accuracy": statistics.fmean(accuracies),
-            "std_accuracy": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-            "seconds": statistics.fmean(seconds), "glibc_tunables": env.get("GLIBC_TUNABLES", "")}  # fmt: skip
+    return lines
 
 
 def _commit(source: Path) -> str | None:

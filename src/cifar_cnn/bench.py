@@ -227,11 +227,13 @@ def bench(
     compile: bool = False,
     airbench: str | Path | None = None,
     airbench_runs: int = 3,
+    airbench_precision: str = "auto",
     **overrides,
 ) -> tuple[dict, Path]:
     """Benchmark `recipe` over `seeds` seeds (and `baseline` over one), write JSON + markdown.
     `airbench`: also run the published airbench94_muon from this copy `airbench_runs` times in
-    the same run (baselines.py) and record the ratio of times."""
+    the same run (baselines.py) and record the ratio of times; `airbench_precision` "auto" runs
+    it at the precision our training uses on this CPU (fp32 where bf16 is not native)."""
     device = choose_device()
     hardware = describe(device)
     log(f"Hardware: {hardware['cpu']} x{hardware['cpu_count']}, bf16={hardware['bf16']}, amx={hardware['amx']}, "
@@ -258,7 +260,7 @@ def bench(
         from cifar_cnn.baselines import compare as compare_airbench
         from cifar_cnn.baselines import run_airbench
 
-        report["airbench"] = run_airbench(airbench, airbench_runs, log)
+        report["airbench"] = run_airbench(airbench, airbench_runs, log, precision=airbench_precision)
         report["airbench"]["comparison"] = compare_airbench(result, report["airbench"])
     path = _write(report, Path(out_dir))
     log(markdown(report))
@@ -341,7 +343,8 @@ def markdown(report: dict) -> str:
 def airbench_lines(report: dict) -> list[str]:
     """The side-by-side with the published airbench94_muon (CPU port), same machine, same run."""
     a, c = report["airbench"], report["airbench"]["comparison"]
-    rows = [f"| airbench94_muon ({a.get('commit') or 'copy'}"[:60] + ") | " + f"{len(a['runs'])} | "
+    precision = f", {a['precision']}" if a.get("precision") else ""
+    rows = [f"| airbench94_muon ({(a.get('commit') or 'copy')[:12]}{precision}) | {len(a['runs'])} | "
             f"{a['mean_accuracy']:.2%} ± {a['std_accuracy']:.2%} | {a['seconds']:.0f} |",
             f"| {report['recipe']} | {len(report['seeds'])} | {report['mean_accuracy']:.2%} ± "
             f"{report['std_accuracy']:.2%} | {c['our_seconds']:.0f} |"]  # fmt: skip

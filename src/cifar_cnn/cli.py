@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "airbench94_muon from your copy (its .py or a git directory), ported to the CPU by "
                    "shared/tools/airbench-cpu")  # fmt: skip
     b.add_argument("--baseline-runs", type=int, default=3, help="runs of airbench (default 3)")
+    b.add_argument("--baseline-precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="airbench's precision: auto (default) is what our training uses on this CPU, "
+                        "fp32 where bf16 is not native; bf16 is the port's autocast as published")  # fmt: skip
     b.add_argument("--out", default="bench/results")
     b.add_argument("--compare", help="a previous result JSON to compare with")
     b.add_argument("--save-models", help="also save each run's model under this folder")
@@ -437,7 +440,7 @@ def cmd_bench(args) -> int:
         raise CifarCnnError("--baseline takes one recipe name, or 'airbench SOURCE'")
     bench(
         args.recipe, seeds=args.seeds, baseline=None if baseline == "none" else baseline, airbench=airbench,
-        airbench_runs=args.baseline_runs,
+        airbench_runs=args.baseline_runs, airbench_precision=args.baseline_precision,
         out_dir=args.out, compare=args.compare, train_subset=args.train_subset, test_subset=args.test_subset,
         save_models=args.save_models, epochs=args.epochs, compile=args.compile,
     )  # fmt: skip
