@@ -92,7 +92,7 @@ def test_progressive_resizing_counts_each_epoch_at_its_size():
 
 def test_fast_progressive_is_fast_at_lower_resolution_early_for_about_0_6x_the_work():
     fast, progressive = get_recipe("fast"), get_recipe("fast_progressive")
-    assert [progressive.train_size(e, 8, 32) for e in range(8)] == [20, 20, 24, 24, 24, 28, 32, 32]
+    assert [progressive.train_size(e, 8, 32) for e in range(8)] == [20, 20, 22, 24, 26, 28, 32, 32]
     # Everything else is `fast`, so its accuracy is comparable with fast's.
     assert progressive.override(name="fast", progressive_resize=()) == fast
     ratio = run_flops(progressive, 49000, 10000)[0] / run_flops(fast, 49000, 10000)[0]
