@@ -6,10 +6,12 @@ PATH is your copy of KellerJordan/cifar10-airbench (its `airbench94_muon.py`, or
 holding it): the project never contains that code. `../shared/tools/airbench-cpu` (or the script
 named by $CIFAR_CNN_AIRBENCH_TOOL) ports it to the CPU at run time (fp32 parameters, bf16
 autocast, no torch.compile) and runs it on the shared CIFAR-10 copy; its per-epoch table is
-parsed here. On a CPU without native bf16 our recipes train in fp32 (hardware.use_bf16), where
-bf16 autocast is emulated and about twice as slow: the baseline then runs in fp32 too
-(`precision="auto"`), so the ratio compares recipes at one precision, not emulated bf16 with fp32. Its `time_seconds` counts training and the final test-time-augmented evaluation,
+parsed here. Its `time_seconds` counts training and the final test-time-augmented evaluation,
 as upstream does, so ours is compared on the same span: training plus the final TTA evaluation.
+
+On a CPU without native bf16 our recipes train in fp32 (hardware.use_bf16), where bf16 autocast
+is emulated and about twice as slow: the baseline then runs in fp32 too (`precision="auto"`), so
+the ratio compares recipes at one precision, not emulated bf16 with fp32.
 """
 
 from __future__ import annotations
