@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from cifar_cnn.baselines import PRECISIONS
 from cifar_cnn.errors import CifarCnnError
 from cifar_cnn.recipes import RECIPES
 
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "airbench94_muon from your copy (its .py or a git directory), ported to the CPU by "
                    "shared/tools/airbench-cpu")  # fmt: skip
     b.add_argument("--baseline-runs", type=int, default=3, help="runs of airbench (default 3)")
-    b.add_argument("--baseline-precision", choices=["auto", "bf16", "fp32"], default="auto",
+    b.add_argument("--baseline-precision", choices=PRECISIONS, default="auto",
                    help="airbench's precision: auto (default) is what our training uses on this CPU, "
                         "fp32 where bf16 is not native; bf16 is the port's autocast as published")  # fmt: skip
     b.add_argument("--out", default="bench/results")
