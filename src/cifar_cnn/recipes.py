@@ -128,8 +128,9 @@ RECIPES: dict[str, Recipe] = {
 }  # fmt: skip
 
 # `fast` with progressive resizing, a ramp of one size per epoch: 20, 20, 22, 24, 26, 28, 32, 32
-# px (the batch is downscaled on the tensor after augmentation; evaluation stays at 32). The
-# convolutions' cost scales with the pixels: 0.64x of `fast`'s training FLOPs. The ramp replaced
+# px (the batch is downscaled on the tensor after augmentation; evaluation stays at 32): 0.64x of
+# `fast`'s training FLOPs. Even sizes only: a step's cost follows the feature maps after the stem
+# and the poolings, so an odd size costs what the even size above it does. The ramp replaced
 # three steps (20, 20, 24, 24, 24, 28, 32, 32): +0.26 points over seeds 0 and 1 at about the same
 # time (Xeon: 90.24%, 90.31% against 90.03%, 90.01%). Beside airbench94_muon: 0.63x its time, 0.4
 # (Xeon, fp32) to 0.8 (AMD Zen 4, bf16) points less. README "Speed against airbench94_muon";
