@@ -215,6 +215,73 @@ def test_frozen_whitening_bias_skips_its_gradient_with_the_same_weights(tiny_dat
     assert all(torch.equal(wf[k], wu[k]) for k in wf)
 
 
+def test_hard_example_focus_leaves_out_the_images_with_the_lowest_loss():
+    from cifar_cnn.distributed import Context
+    from cifar_cnn.recipes import get_recipe
+
+    images, labels = torch.rand(400, 3, 32, 32), torch.arange(400) % 10
+    recipe = get_recipe("fast").override(batch_size=50, drop_easy=0.5, drop_easy_from=1)
+    batches = train_module.EpochBatches(images, labels, recipe, seed=0, device=torch.device("cpu"))
+    assert [batches.steps(e) for e in range(3)] == [8, 4, 4]
+    assert batches.schedule() == (sum(recipe.epoch_steps(400)), 8) == (8 + 7 * 4, 8)  # the lr decays over these
+    assert recipe.override(epochs=2.5).epoch_steps(400) == [8, 4, 2]
+    generator = torch.Generator().manual_seed(0)
+
+    def run_epoch(epoch):
+        seen = []
+        for _x, _y in batches.epoch(epoch, generator, 3):
+            seen.append(batches.last_idx)
+            batches.record_losses(batches.last_idx.float())  # a loss that grows with the index
+        batches.end_epoch(Context())
+        return torch.cat(seen)
+
+    assert sorted(run_epoch(0).tolist()) == list(range(400))  # every image while the focus is off
+    assert torch.equal(batches.losses, torch.arange(400).float())
+    second = run_epoch(1)
+    assert len(second) == 200 and len(set(second.tolist())) == 200
+    hard = 200 - int(train_module.DROP_EASY_RANDOM * 400)  # the rest drawn at random from the easy ones
+    assert set(range(400 - hard, 400)) <= set(second.tolist())
+    assert len(set(second.tolist()) & set(range(400 - hard))) == 200 - hard
+    # Without the focus nothing changes: every image each epoch, in the order seeds always gave.
+    plain = train_module.EpochBatches(images, labels, recipe.override(drop_easy=0.0), seed=0)
+    assert plain.losses is None and plain.steps(2) == 8 and plain.schedule() == (64, 8)
+    assert recipe.override(drop_easy=0.0, epochs=2.5).epoch_steps(400) == [8, 8, 4]
+    with pytest.raises(ValueError, match="drop_easy"):
+        recipe.override(drop_easy=1.0)
+
+
+def test_hard_example_focus_runs_fewer_steps_decays_to_zero_and_resumes(tiny_data, tmp_path, monkeypatch):
+    kwargs = dict(data=tiny_data, epochs=3, batch_size=8, drop_easy=0.5, drop_easy_from=1, progress=False)
+    steps = []
+    original = train_module.train_step
+
+    def spy(run, inputs, labels):
+        steps.append(len(labels))
+        return original(run, inputs, labels)
+
+    monkeypatch.setattr(train_module, "train_step", spy)
+    full = train("fast", out_dir=tmp_path / "full", **kwargs)
+    per_epoch = (64 - 6) // 8  # tiny_data: 64 images less a tenth held out
+    assert len(steps) == per_epoch + 2 * (per_epoch // 2)
+    # The linear decay spans the steps actually taken: the last one runs at 1/steps of the peak.
+    assert full.history[-1]["lr"] == pytest.approx(full.card.recipe["lr"] / len(steps))
+    assert load_tensors(tmp_path / "full" / CHECKPOINT_NAME)[0]["data.losses"].isfinite().all()
+
+    save = train_module._save_checkpoint
+    monkeypatch.setattr(train_module, "_save_checkpoint", lambda run: (save(run), _die_after(run, 2)))
+    with pytest.raises(KeyboardInterrupt):
+        train("fast", out_dir=tmp_path / "cut", **kwargs)
+    monkeypatch.setattr(train_module, "_save_checkpoint", save)
+    resumed = train("fast", out_dir=tmp_path / "cut", resume=True, **kwargs)
+    wf, wr = weights(full.model), weights(resumed.model)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf), "the resumed run chose other images than the full one"
+
+
+def _die_after(run, epoch):
+    if run.state["epoch"] == epoch:
+        raise KeyboardInterrupt  # as if the process were stopped right after this epoch's checkpoint
+
+
 def test_progressive_resize_schedule_follows_the_runs_length():
     from cifar_cnn.recipes import Recipe, get_recipe
 

@@ -75,17 +75,15 @@ def run_flops(recipe: Recipe, n_train: int, n_test: int) -> tuple[float, float]:
     """(training FLOPs, final-evaluation FLOPs) of a whole run: every training step, then the
     test-time augmented evaluation of the test set (progressive resizing: each epoch at its size)."""
     batch = min(recipe.batch_size, n_train)
-    per_epoch = n_train // batch
-    steps = math.ceil(recipe.epochs * per_epoch)
-    n_epochs = math.ceil(steps / per_epoch)
+    plan = recipe.epoch_steps(n_train)  # steps per epoch (fewer under the hard-example focus)
     counted = 8  # FLOPs are linear in the batch: count a small one, scale to the recipe's
     per_size: dict[int, float] = {}
     train = 0.0
-    for epoch in range(n_epochs):
-        size = recipe.train_size(epoch, n_epochs, 32)
+    for epoch, steps in enumerate(plan):
+        size = recipe.train_size(epoch, len(plan), 32)
         if size not in per_size:
             per_size[size] = step_flops(recipe, counted, size)[0] * batch / counted
-        train += min(per_epoch, steps - epoch * per_epoch) * per_size[size]
+        train += steps * per_size[size]
     per_image = step_flops(recipe, 1)[1]
     return train, n_test * _eval_passes(recipe) * per_image
 

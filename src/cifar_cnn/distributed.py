@@ -65,6 +65,12 @@ def sync_buffers(model: torch.nn.Module, ctx: Context) -> None:
             dist.broadcast(buffer.data, src=0)
 
 
+def all_reduce_sum(tensor: torch.Tensor, ctx: Context) -> None:
+    """Sum `tensor` over the ranks in place (a no-op in a single process)."""
+    if ctx.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+
+
 def barrier(ctx: Context) -> None:
     if ctx.enabled:
         dist.barrier()

@@ -57,6 +57,9 @@ from cifar_cnn.transfer import load_matching, resolve_init
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 MODEL_NAME = "model.safetensors"
+# Hard-example focus: the share of the training images an epoch still draws at random from those
+# it would leave out, so that an image learnt early (low loss, not seen since) is measured again.
+DROP_EASY_RANDOM = 0.1
 OUTLIER_WEIGHT = 0.5  # outlier exposure's loss weight (Hendrycks et al. 2019 use 0.5 on CIFAR)
 
 
@@ -82,7 +85,9 @@ class EpochBatches:
     - translate: a random crop from reflect-padded images, drawn anew each epoch;
     - cutout: a random square of each batch's images set to zero (the mean);
     - color jitter, noise, blur (the `robust` recipe): per batch, on pixel values (preprocess.py);
-    - progressive resizing: each batch downscaled to the epoch's `recipe.train_size`, last.
+    - progressive resizing: each batch downscaled to the epoch's `recipe.train_size`, last;
+    - hard-example focus (`recipe.drop_easy`): later epochs leave out the images with the lowest
+      loss when last seen (`record_losses` keeps the table, from each step's logits).
     The tensors live on the training device (on a GPU the whole set fits: no host copies per
     batch); random draws come from a CPU generator, so a seed gives the same batches anywhere.
     """
@@ -103,9 +108,52 @@ class EpochBatches:
             images = batch_flip(images, torch.Generator().manual_seed(seed + 1))
         self.flip = recipe.flip
         self.images = reflect_pad(images, self.translate)
+        # Hard-example focus: each image's loss as last seen (inf: not yet seen, so first in
+        # line), and this epoch's fresh values, merged across processes at the epoch's end.
+        self.losses = torch.full((len(labels),), math.inf, device=labels.device) if recipe.drop_easy else None
+        self.fresh = torch.zeros((2, len(labels)), device=labels.device) if recipe.drop_easy else None
+        self.last_idx: torch.Tensor | None = None  # this process's images in the batch last yielded
 
     def __len__(self) -> int:
         return len(self.labels) // self.batch_size  # drop the last partial batch
+
+    def steps(self, epoch: int) -> int:
+        """Batches in 0-based `epoch`: fewer once the hard-example focus leaves images out."""
+        return self.recipe.steps_in_epoch(epoch, len(self.labels))
+
+    def schedule(self) -> tuple[int, int]:
+        """(steps, epochs) of the recipe's run, its last epoch cut short when `epochs` is fractional."""
+        plan = self.recipe.epoch_steps(len(self.labels))
+        return sum(plan), len(plan)
+
+    def order(self, epoch: int, generator: torch.Generator) -> torch.Tensor:
+        """This epoch's image indices, shuffled: all of them, or the hard ones and a random few."""
+        n = len(self.labels)
+        shuffle = torch.randperm(n, generator=generator)
+        if self.losses is None or epoch < self.recipe.drop_easy_from:
+            return shuffle
+        keep = self.steps(epoch) * self.batch_size
+        n_random = min(keep, int(DROP_EASY_RANDOM * n))
+        # Ties (images not seen yet) broken by the shuffle: sort the shuffled losses, stably.
+        ranked = shuffle[torch.sort(self.losses.cpu()[shuffle], descending=True, stable=True).indices]
+        hard, rest = ranked[: keep - n_random], ranked[keep - n_random :]
+        chosen = torch.cat([hard, rest[torch.randperm(len(rest), generator=generator)[:n_random]]])
+        return chosen[torch.randperm(len(chosen), generator=generator)]
+
+    def record_losses(self, losses: torch.Tensor) -> None:
+        """The per-image losses of the batch last yielded (hard-example focus only)."""
+        if self.fresh is not None and self.last_idx is not None:
+            self.fresh[0, self.last_idx] = losses.detach().float()
+            self.fresh[1, self.last_idx] = 1
+
+    def end_epoch(self, ctx: distributed.Context) -> None:
+        """Merge the epoch's fresh losses (from every process) into the table."""
+        if self.fresh is None:
+            return
+        distributed.all_reduce_sum(self.fresh, ctx)
+        seen = self.fresh[1] > 0
+        self.losses[seen] = self.fresh[0, seen] / self.fresh[1, seen]
+        self.fresh.zero_()
 
     def epoch(self, epoch: int, generator: torch.Generator, epochs: int = 1):
         """Yields the (images, labels) batches of 0-based `epoch` of a run of `epochs`."""
@@ -115,10 +163,11 @@ class EpochBatches:
             images = batch_translate(images, self.size, generator)
         if self.flip and epoch % 2 == 1:
             images = images.flip(-1)
-        order = torch.randperm(len(images), generator=generator)
-        for i in range(len(self)):
+        order = self.order(epoch, generator)
+        for i in range(self.steps(epoch)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size][self.rank :: self.world_size]
             idx = idx.to(images.device)
+            self.last_idx = idx
             batch = images[idx]
             if self.cutout:
                 batch = batch_cutout(batch, self.cutout, generator)
@@ -321,7 +370,7 @@ def prepare(recipe=None, *, data=None, model=None, init="auto", out_dir=None, se
     batches = EpochBatches(train_x, train_y, recipe, seed, ctx.rank, ctx.world_size, device=dev, mean=ds.mean,
                            std=ds.std)  # fmt: skip
     steps_per_epoch = len(batches)
-    total_steps = math.ceil(recipe.epochs * steps_per_epoch)
+    total_steps, _ = batches.schedule()
     opts = make_optimizers(net, recipe, total_steps, steps_per_epoch)
     counts = torch.bincount(train_y, minlength=ds.num_classes).float()
     weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(dev) if recipe.class_weights else None
@@ -363,12 +412,12 @@ def _check_outputs(model: nn.Module, ds: ImageDataset) -> nn.Module:
 
 def fit(run: Run) -> None:
     """Train for the recipe's epochs from where `run.state` stands; checkpoint after each."""
-    steps_per_epoch = len(run.batches)
-    n_epochs = math.ceil(run.total_steps / steps_per_epoch)
+    _, n_epochs = run.batches.schedule()
     run.first_epoch = run.state["epoch"]
     for epoch in range(run.state["epoch"], n_epochs):
         t0 = time.perf_counter()
         stats = train_epoch(run, epoch)
+        run.batches.end_epoch(run.ctx)
         stats["seconds"] = time.perf_counter() - t0
         if run.recipe.eval_every_epoch and len(run.inputs[_monitor_split(run)]):
             _monitor(run, stats)
@@ -414,14 +463,16 @@ def train_epoch(run: Run, epoch: int) -> dict:
     correct = torch.zeros((), device=dev, dtype=torch.long)
     show_every = 1 if dev.type == "cpu" else 10
     t0 = time.perf_counter()
-    bar = tqdm(total=len(run.batches), desc=f"epoch {epoch + 1}", disable=not run.progress, leave=True,
+    bar = tqdm(total=run.batches.steps(epoch), desc=f"epoch {epoch + 1}", disable=not run.progress, leave=True,
                dynamic_ncols=True)  # fmt: skip
-    n_epochs = math.ceil(run.total_steps / len(run.batches))
+    _, n_epochs = run.batches.schedule()
     for inputs, labels in run.batches.epoch(epoch, run.generator, n_epochs):
         if state["step"] >= run.total_steps:
             break
         inputs, labels = inputs.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
         loss, logits = train_step(run, inputs, labels)
+        if run.batches.losses is not None:  # hard-example focus: each image's loss, from logits we have
+            run.batches.record_losses(F.cross_entropy(logits.detach().float(), labels, reduction="none"))
         state["step"] += 1
         seen += len(labels)
         loss_sum += loss.detach()
@@ -571,6 +622,8 @@ def _save_checkpoint(run: Run) -> None:
         t, extra = optimizer_tensors(opt, f"optim.{i}.")
         tensors.update(t)
         extras.append(extra)
+    if run.batches.losses is not None:
+        tensors["data.losses"] = run.batches.losses.cpu()
     tensors["rng.generator"] = run.generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"kind": "training_checkpoint", "recipe": run.recipe.to_dict(), "seed": run.seed, "optimizers": extras,
@@ -597,6 +650,10 @@ def _resume(run: Run) -> None:
             load_optimizer_tensors(opt, tensors, f"optim.{i}.", meta["optimizers"][i])
     except (RuntimeError, KeyError, ValueError, IndexError) as exc:
         raise CheckpointError(f"{path} does not match the model of recipe {run.recipe.name}: {exc}") from exc
+    if run.batches.losses is not None:
+        if tensors.get("data.losses") is None or len(tensors["data.losses"]) != len(run.batches.losses):
+            raise CheckpointError(f"{path} lacks the per-image losses of recipe {run.recipe.name}'s hard-example focus")
+        run.batches.losses.copy_(tensors["data.losses"])
     run.generator.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
     run.state = {k: meta[k] for k in ("epoch", "step", "history", "train_seconds")}
