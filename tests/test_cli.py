@@ -92,6 +92,20 @@ def test_unwritable_output(tmp_path, capsys, tiny_archive):
     assert code == 2 and "error:" in capsys.readouterr().err
 
 
+def test_drop_easy_option(tmp_path, capsys, tiny_archive):
+    archive, _ = tiny_archive
+    out = tmp_path / "run"
+    code = main(["train", "--recipe", "fast", "--epochs", "3", "--batch-size", "8", "--drop-easy", "0.5",
+                 "--out", str(out), "--data", str(archive), "--quiet", "--no-tensorboard"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    card = cifar_cnn.load(out).card
+    assert card.recipe["drop_easy"] == 0.5 and card.recipe["drop_easy_from"] == 2
+    code = main(["train", "--recipe", "fast", "--drop-easy", "1.5", "--out", str(tmp_path / "bad"),
+                 "--data", str(archive), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "drop_easy must be in [0, 1)" in err and "Traceback" not in err
+
+
 def test_progressive_resize_option(tmp_path, capsys, tiny_archive):
     archive, _ = tiny_archive
     out = tmp_path / "run"

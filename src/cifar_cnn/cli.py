@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--progressive-resize", type=_fractions, metavar="F1,F2,...", help="train early epochs on "
                    "smaller images: the run split into equal parts, part i at this fraction of the image side "
                    "(e.g. 0.625,0.75,1 ; 'off' for full size throughout; the fast_progressive recipe uses one)")  # fmt: skip
+    t.add_argument("--drop-easy", type=float, metavar="SHARE", help="hard-example focus: from the third epoch "
+                   "on, leave this share of the images out of each epoch, those with the lowest loss (0 to turn "
+                   "it off; the fast_progressive recipe uses 0.3)")  # fmt: skip
     t.add_argument(
         "--compile", action="store_true", help="run training through torch.compile (pays off only on long GPU runs)"
     )
@@ -258,7 +261,7 @@ def cmd_train(args) -> int:
         init=args.init, image_size=args.image_size, val_fraction=args.val_fraction, class_weights=args.class_weights,
         train_subset=args.train_subset, test_subset=args.test_subset, progress=not args.quiet,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, compile=args.compile,
-        progressive_resize=args.progressive_resize, tensorboard=not args.no_tensorboard,
+        progressive_resize=args.progressive_resize, drop_easy=args.drop_easy, tensorboard=not args.no_tensorboard,
     )  # fmt: skip
     import torch.distributed as dist
 
