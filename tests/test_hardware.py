@@ -33,7 +33,9 @@ def test_freed_blocks_are_reused_without_page_faults_while_training(monkeypatch)
     as_it_comes = faults_of_a_training_like_loop()
     with keep_freed_memory(cpu) as policy:
         faults_of_a_training_like_loop(2)  # the heap grows to hold the block once
-        kept = faults_of_a_training_like_loop()
+        # The best of three rounds: now and then another allocation in the process takes the kept
+        # block's place and a round faults it in again; without the policy every round faults 6 blocks.
+        kept = min(faults_of_a_training_like_loop() for _ in range(3))
         inside = resident_mib()
     after = resident_mib()
     assert policy == "keep"
