@@ -158,12 +158,12 @@ RECIPES: dict[str, Recipe] = {
 # `fast` with progressive resizing and a hard-example focus: 10 epochs on a ramp of one size per
 # epoch, 20, 20, 22, 24, 26, 28, 30, 32, 32, 32 px (the batch is downscaled on the tensor after
 # augmentation; evaluation stays at 32), and from the third epoch on each epoch leaves out 30% of
-# the images, those it already gets right with the lowest loss (`drop_easy`, train.py). Even sizes only: a step's
-# cost follows the feature maps after the stem and the poolings, so an odd size costs what the
-# even size above it does. Seed 0 on an AMD Zen 4 (bf16), one run each: the 8-epoch ramp without
-# the focus (20, 20, 22, 24, 26, 28, 32, 32) 89.92% in 476 s; with it 89.73% in 354 s; the
-# 10-epoch ramp with it 90.24% in about 454 s. README "Speed against airbench94_muon";
-# bench/results/fast_progressive-*, progressive-*, focus-*.
+# the images, those with the lowest loss when last seen (`drop_easy`, train.py). Even sizes only:
+# a step's cost follows the feature maps after the stem and the poolings, so an odd size costs
+# what the even size above it does. On an AMD Zen 4 (bf16), seeds 0 to 2 beside airbench94_muon:
+# 90.40% in 468 s of training against 90.01% in 485 s for the 8-epoch ramp without the focus
+# (20, 20, 22, 24, 26, 28, 32, 32): 0.62x of airbench's time, 0.41 points short of its 90.81%.
+# README "Speed against airbench94_muon"; bench/results/fast_progressive-*, focus-variants-*.
 # Derived from `fast`, so that everything but the image size and the images seen stays the same.
 RECIPES["fast_progressive"] = replace(
     RECIPES["fast"],
