@@ -27,20 +27,17 @@ SCRIPT = textwrap.dedent(
 )
 
 
+def torchrun_two(script, out, timeout: int) -> subprocess.CompletedProcess:
+    """Run `script OUT` in two gloo processes under torchrun."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.mark.slow
 def test_two_process_gloo_training(tmp_path, real_data):
     script = tmp_path / "train_ddp.py"
     script.write_text(SCRIPT)
-    env_cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(script),
-        str(tmp_path),
-    ]
-    done = subprocess.run(env_cmd, capture_output=True, text=True, timeout=900)
+    done = torchrun_two(script, tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     single = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert single.returncode == 0, single.stderr[-3000:]
@@ -88,16 +85,7 @@ def test_hard_example_focus_under_torchrun_gives_every_rank_the_same_images(tmp_
     the images alike, take the same number of steps (no hang) and end with the same weights."""
     script = tmp_path / "focus_ddp.py"
     script.write_text(FOCUS_SCRIPT)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(script),
-        str(tmp_path),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = torchrun_two(script, tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     r0, r1 = torch.load(tmp_path / "focus-0.pt"), torch.load(tmp_path / "focus-1.pt")
     assert r0["steps"] == r1["steps"] == 10 + 2 * 5  # 400 images (a tenth held out), batch 40, half from epoch 2
