@@ -263,7 +263,10 @@ def test_ctrl_c_while_a_worker_is_stuck_stops_cleanly(model_file, tree, tmp_path
             time.sleep(0.1)
         workers = _children(proc.pid)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 130
+        # Exit takes 0.5 s alone, 1.5 s beside two busy matmul loops; a 30 s limit was hit once in
+        # a full suite run on a loaded machine, never in 137 Ctrl-Cs at random moments. A real hang
+        # still fails here.
+        assert proc.wait(120) == 130
     finally:
         proc.kill()
     err = proc.stderr.read()
