@@ -239,15 +239,24 @@ def test_hard_example_focus_leaves_out_the_images_with_the_lowest_loss():
     assert torch.equal(batches.losses, torch.arange(400).float())
     second = run_epoch(1)
     assert len(second) == 200 and len(set(second.tolist())) == 200
-    hard = 200 - int(train_module.DROP_EASY_RANDOM * 400)  # the rest drawn at random from the easy ones
+    hard = 200 - int(recipe.drop_easy_random * 400)  # the rest drawn at random from the easy ones
     assert set(range(400 - hard, 400)) <= set(second.tolist())
     assert len(set(second.tolist()) & set(range(400 - hard))) == 200 - hard
+    # With no random share the epoch is exactly the hardest half; with the whole kept share, a
+    # random half (about half of it from each end of the ranking).
+    for share, check in [(0.0, lambda kept: kept == set(range(200, 400))),
+                         (0.5, lambda kept: 70 < len(kept & set(range(200))) < 130)]:  # fmt: skip
+        other = train_module.EpochBatches(images, labels, recipe.override(drop_easy_random=share), seed=0)
+        other.losses = torch.arange(400).float()
+        order = other.order(1, torch.Generator().manual_seed(1))
+        assert len(order) == 200 and check(set(order.tolist())), share
     # Without the focus nothing changes: every image each epoch, in the order seeds always gave.
     plain = train_module.EpochBatches(images, labels, recipe.override(drop_easy=0.0), seed=0)
     assert plain.losses is None and plain.steps(2) == 8 and plain.schedule() == (64, 8)
     assert recipe.override(drop_easy=0.0, epochs=2.5).epoch_steps(400) == [8, 8, 4]
-    with pytest.raises(ValueError, match="drop_easy"):
-        recipe.override(drop_easy=1.0)
+    for bad in (dict(drop_easy=1.0), dict(drop_easy_random=1.5)):
+        with pytest.raises(ValueError, match="drop_easy"):
+            recipe.override(**bad)
 
 
 def test_hard_example_focus_runs_fewer_steps_decays_to_zero_and_resumes(tiny_data, tmp_path, monkeypatch):

@@ -34,11 +34,13 @@ class Recipe:
     # CPU, bench/results/steps-*). Empty: full size throughout. The last part should be 1.0.
     progressive_resize: tuple[float, ...] = ()
     # Hard-example focus: from 0-based epoch `drop_easy_from` on, each epoch leaves out this share
-    # of the training images, those with the lowest loss when last seen (a tenth of the data is
-    # still drawn at random from the rest, so stale losses get measured again). 0: every image,
-    # every epoch. The lr schedule runs over the steps actually taken.
+    # of the training images, those with the lowest loss when last seen, except that the share
+    # `drop_easy_random` of the data is drawn at random from them (so an image learnt early, and
+    # not seen since, is measured again; at 1 - drop_easy or more the epoch is a random subset).
+    # 0: every image, every epoch. The lr schedule runs over the steps actually taken.
     drop_easy: float = 0.0
     drop_easy_from: int = 2
+    drop_easy_random: float = 0.1
     warmup: float = 0.0  # fraction of steps with linear lr warmup (adam)
     tta: int = 0  # test-time augmentation: 0 none, 1 mirror, 2 mirror + translate
     # Selective TTA for the timed test-set evaluation of speed runs: only images whose top
@@ -69,8 +71,10 @@ class Recipe:
             raise ValueError(
                 f"recipe {self.name!r}: color_jitter, tta_below in [0, 1); noise, blur, outlier_exposure in [0, 1]"
             )
-        if not (0 <= self.drop_easy < 1 and self.drop_easy_from >= 0):
-            raise ValueError(f"recipe {self.name!r}: drop_easy must be in [0, 1), drop_easy_from >= 0")
+        if not (0 <= self.drop_easy < 1 and self.drop_easy_from >= 0 and 0 <= self.drop_easy_random <= 1):
+            raise ValueError(
+                f"recipe {self.name!r}: drop_easy must be in [0, 1), drop_easy_from >= 0, drop_easy_random in [0, 1]"
+            )
         if not all(0 < f <= 1 for f in self.progressive_resize):
             raise ValueError(f"recipe {self.name!r}: progressive_resize fractions must be in (0, 1]")
 

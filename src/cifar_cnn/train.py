@@ -57,9 +57,6 @@ from cifar_cnn.transfer import load_matching, resolve_init
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 MODEL_NAME = "model.safetensors"
-# Hard-example focus: the share of the training images an epoch still draws at random from those
-# it would leave out, so that an image learnt early (low loss, not seen since) is measured again.
-DROP_EASY_RANDOM = 0.1
 OUTLIER_WEIGHT = 0.5  # outlier exposure's loss weight (Hendrycks et al. 2019 use 0.5 on CIFAR)
 
 
@@ -133,7 +130,7 @@ class EpochBatches:
         if self.losses is None or epoch < self.recipe.drop_easy_from:
             return shuffle
         keep = self.steps(epoch) * self.batch_size
-        n_random = min(keep, int(DROP_EASY_RANDOM * n))
+        n_random = min(keep, int(self.recipe.drop_easy_random * n))
         # Ties (images not seen yet) broken by the shuffle: sort the shuffled losses, stably.
         ranked = shuffle[torch.sort(self.losses.cpu()[shuffle], descending=True, stable=True).indices]
         hard, rest = ranked[: keep - n_random], ranked[keep - n_random :]
