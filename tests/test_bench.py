@@ -90,12 +90,12 @@ def test_progressive_resizing_counts_each_epoch_at_its_size():
     assert 0.55 < half / full < 0.7, half / full
 
 
-def test_fast_progressive_is_fast_at_lower_resolution_early_and_on_fewer_images_for_about_0_65x_the_work():
+def test_fast_progressive_is_fast_at_lower_resolution_early_and_on_fewer_images_for_about_0_62x_the_work():
     fast, progressive = get_recipe("fast"), get_recipe("fast_progressive")
-    assert [progressive.train_size(e, 10, 32) for e in range(10)] == [20, 20, 22, 24, 26, 28, 30, 32, 32, 32]
+    assert [progressive.train_size(e, 10, 32) for e in range(10)] == [16, 16, 22, 24, 26, 28, 30, 32, 32, 32]
     # From the third epoch on, 30% of the images are left out: 17 steps of 2,000 instead of 24.
     assert progressive.epoch_steps(49000) == [24, 24] + [17] * 8
     # Everything else but Muon's lr (retuned for the shorter run) is `fast`'s.
     assert progressive.override(name="fast", epochs=8, lr=0.24, progressive_resize=(), drop_easy=0.0) == fast
     ratio = run_flops(progressive, 49000, 10000)[0] / run_flops(fast, 49000, 10000)[0]
-    assert 0.6 < ratio < 0.7, ratio
+    assert 0.58 < ratio < 0.65, ratio
