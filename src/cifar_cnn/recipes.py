@@ -174,7 +174,7 @@ RECIPES: dict[str, Recipe] = {
 # the FLOPs (0.62x of `fast`'s); seed 0: 90.50% in 433 s against the 20 px start's 90.46% (its
 # steps took 475 s in that session, the machine being slower than the night before).
 # The full bench beside airbench94_muon (5 seeds, 3 of its runs, Zen 4): 90.49% in 0.60x of its
-# time, 0.34 points short of its 90.83%; the 16 px start a wash there (seeds 0-2 about 0.06 lower).
+# time, 0.34 points short of its 90.83%; the 16 px start a wash there (seeds 0-2 0.08 lower, every view).
 # README "Speed against airbench94_muon"; bench/results/fast_progressive-*, focus-variants-*, lr-*, variants-*.
 # Derived from `fast`, so that everything but the image size, the images seen and the lr stays the same.
 RECIPES["fast_progressive"] = replace(
